@@ -1,0 +1,104 @@
+"""The one settings object. Every ``CONVLAB_*`` variable is read here and nowhere else.
+
+Defaults and the reason for each live in :data:`DEFAULTS` so the README and ``--help`` can quote them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+# name -> (default, why). A default of "" means "unset": see the property that derives it.
+DEFAULTS: dict[str, tuple[str, str]] = {
+    "CONVLAB_HOME": ("./convlab-runs", "like MLflow's ./mlruns: everything of a project stays beside it"),
+    "CONVLAB_DATABASE_URL": ("", "unset: SQLite at $CONVLAB_HOME/convlab.db, no server needed"),
+    "CONVLAB_BROKER_URL": ("", "unset: an embedded filesystem broker under $CONVLAB_HOME/broker"),
+    "CONVLAB_CIFAR10": ("", "unset: Keras's own cifar10.load_data() (downloads once into the Keras cache)"),
+    "CONVLAB_WEIGHTS_DIR": ("", "unset: Keras's cache/download for ImageNet weights"),
+    "CONVLAB_LEASE_SECONDS": ("60", "a run whose heartbeat is older than this is taken over by another worker"),
+    "CONVLAB_HEARTBEAT_SECONDS": ("10", "how often a running task proves it is alive (well under the lease)"),
+    "CONVLAB_MAX_ATTEMPTS": ("3", "a run that loses its worker this many times is failed, not retried forever"),
+}
+
+
+class SettingsError(ValueError):
+    """A CONVLAB_* variable holds a value that cannot be used."""
+
+
+def _positive_float(env: Mapping[str, str], name: str) -> float:
+    raw = env.get(name) or DEFAULTS[name][0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url_override: str | None = None
+    broker_url: str | None = None
+    cifar10_path: str | None = None
+    weights_dir: str | None = None
+    lease_seconds: float = 60.0
+    heartbeat_seconds: float = 10.0
+    max_attempts: int = 3
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        if self.database_url_override:
+            return self.database_url_override
+        return f"sqlite:///{(self.home / 'convlab.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    def with_home(self, home: Path) -> Settings:
+        return replace(self, home=home)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment once. Pass ``env`` in tests instead of patching ``os.environ``."""
+    env = os.environ if env is None else env
+    attempts_raw = env.get("CONVLAB_MAX_ATTEMPTS") or DEFAULTS["CONVLAB_MAX_ATTEMPTS"][0]
+    if not attempts_raw.isdigit() or int(attempts_raw) < 1:
+        raise SettingsError(f"CONVLAB_MAX_ATTEMPTS={attempts_raw!r}: expected a whole number >= 1")
+    return Settings(
+        home=Path(env.get("CONVLAB_HOME") or DEFAULTS["CONVLAB_HOME"][0]).absolute(),
+        database_url_override=env.get("CONVLAB_DATABASE_URL") or None,
+        broker_url=env.get("CONVLAB_BROKER_URL") or None,
+        cifar10_path=env.get("CONVLAB_CIFAR10") or None,
+        weights_dir=env.get("CONVLAB_WEIGHTS_DIR") or None,
+        lease_seconds=_positive_float(env, "CONVLAB_LEASE_SECONDS"),
+        heartbeat_seconds=_positive_float(env, "CONVLAB_HEARTBEAT_SECONDS"),
+        max_attempts=int(attempts_raw),
+    )
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user, colon, _password = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"

@@ -1,0 +1,83 @@
+"""Profiles: named sets of experiment parameters, defined here and nowhere else.
+
+Every key can be overridden with ``--set key=value``. Keys without the ``vis_`` prefix are
+:class:`~worker.specs.TrainSpec` fields; ``vis_*`` keys are :class:`~worker.specs.VisualizeSpec` fields
+(``alpha`` serves both: a visualization looks at the network that was trained).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from worker.specs import DEFAULT_LAYERS, SpecError
+
+Profile = dict[str, Any]
+
+PROFILES: dict[str, Profile] = {
+    # The seed exactly. It gives no batch size: 32 is Keras's fit() default, which the seed most likely used.
+    "paper": {
+        "alpha": 1.0, "input_size": 32, "train_limit": None, "val_limit": None, "batch_size": 32,
+        "epochs": 60, "lr": 1e-4, "head_epochs": 20, "tune_epochs": 40, "tune_lr": 1e-5,
+        "vis_input_size": 128, "vis_steps": 50, "vis_step_size": 10.0, "vis_layers": DEFAULT_LAYERS,
+    },
+    # Minutes on a 2-core CPU: alpha 0.25 and a class-balanced 10,000/2,000 subset.
+    "quick": {
+        "alpha": 0.25, "input_size": 32, "train_limit": 10_000, "val_limit": 2_000, "batch_size": 32,
+        "epochs": 6, "lr": 1e-4, "head_epochs": 2, "tune_epochs": 4, "tune_lr": 1e-5,
+        "vis_input_size": 128, "vis_steps": 50, "vis_step_size": 10.0, "vis_layers": DEFAULT_LAYERS,
+    },
+    # Tests and CI: alpha 0.25 (whose ImageNet weights are available offline), a few hundred images.
+    "smoke": {
+        "alpha": 0.25, "input_size": 32, "train_limit": 300, "val_limit": 100, "batch_size": 32,
+        "epochs": 1, "lr": 1e-4, "head_epochs": 1, "tune_epochs": 1, "tune_lr": 1e-5,
+        "vis_input_size": 64, "vis_steps": 3, "vis_step_size": 10.0, "vis_layers": DEFAULT_LAYERS,
+    },
+}
+
+_OPTIONAL_INT = {"train_limit", "val_limit"}
+
+
+def _coerce(key: str, raw: str, current: Any) -> Any:
+    """Turn the text of ``--set key=raw`` into the type the profile holds for ``key``."""
+    if key in _OPTIONAL_INT:
+        if raw.lower() in ("none", "all", ""):
+            return None
+        current = 0
+    try:
+        if isinstance(current, tuple):
+            names = tuple(part.strip() for part in raw.split(",") if part.strip())
+            if not names:
+                raise ValueError
+            return names
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, int):
+            return int(raw)
+    except ValueError:
+        kind = "comma-separated names" if isinstance(current, tuple) else type(current).__name__
+        raise SpecError(key, f"expected {'an' if kind == 'int' else 'a'} {kind}, got {raw!r}") from None
+    return raw
+
+
+def resolve_profile(name: str, overrides: Mapping[str, str] | None = None) -> Profile:
+    """The profile's values with ``overrides`` (raw text from ``--set``) applied and typed."""
+    if name not in PROFILES:
+        raise SpecError("profile", f"must be one of {', '.join(PROFILES)}; got {name!r}")
+    values = dict(PROFILES[name])
+    for key, raw in (overrides or {}).items():
+        if key not in values:
+            raise SpecError("--set", f"unknown key {key!r}; allowed: {', '.join(sorted(values))}")
+        values[key] = _coerce(key, raw, values[key])
+    return values
+
+
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["epochs=3", "lr=1e-3"]`` -> ``{"epochs": "3", "lr": "1e-3"}``."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError("--set", f"expected KEY=VALUE, got {item!r}")
+        result[key.strip()] = value.strip()
+    return result

@@ -1,0 +1,183 @@
+"""The contract between the orchestrator and the workers: task names and frozen spec types.
+
+No TensorFlow, no Celery here: the orchestrator imports this module and must start fast.
+A spec is plain data; ``to_dict``/``from_dict`` give the JSON stored in ``Run.spec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+TASK_TRAIN = "convlab.train"
+TASK_VISUALIZE = "convlab.visualize"
+TASK_REPORT = "convlab.report"
+
+REGIMES = ("scratch", "imagenet", "finetune")
+Regime = Literal["scratch", "imagenet", "finetune"]
+# Keras's MobileNet v1 ships ImageNet weights only for these widths.
+ALPHAS = (0.25, 0.5, 0.75, 1.0)
+WEIGHTS = ("none", "imagenet")
+BUILTIN_IMAGES = ("random", "sine")  # anything else is a path to a photo
+# The last conv layers of Keras's MobileNet v1 (antepenultimate and last conv layer of the base).
+DEFAULT_LAYERS = ("conv_pw_12", "conv_pw_13")
+# Where a visualization takes its network from.
+VIS_SOURCES = ("checkpoint", "imagenet", "none")
+
+
+class SpecError(ValueError):
+    """A spec field holds a value that is not allowed. ``field`` names it for one-line CLI errors."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(name, f"expected a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"between {low} and {high}"
+        raise SpecError(name, f"must be {allowed}, got {value}")
+
+
+def _check_float(name: str, value: Any, low_exclusive: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(name, f"expected a number, got {value!r}")
+    if not (low_exclusive < value <= high):
+        raise SpecError(name, f"must be > {low_exclusive} and <= {high}, got {value}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(name, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """One training of MobileNet + Dense(10) on CIFAR-10 (Exercise 3 of the seed).
+
+    ``scratch`` and ``imagenet`` train ``epochs`` epochs at ``lr``; ``finetune`` trains the head alone for
+    ``head_epochs`` at ``lr``, then the whole network for ``tune_epochs`` at ``tune_lr``.
+    """
+
+    regime: str
+    seed: int
+    alpha: float = 1.0
+    input_size: int = 32
+    train_limit: int | None = None  # None: all 50,000 training images
+    val_limit: int | None = None  # None: all 10,000 test images
+    batch_size: int = 32
+    epochs: int = 60
+    lr: float = 1e-4
+    head_epochs: int = 20
+    tune_epochs: int = 40
+    tune_lr: float = 1e-5
+
+    @property
+    def weights(self) -> str:
+        return "none" if self.regime == "scratch" else "imagenet"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.head_epochs + self.tune_epochs if self.regime == "finetune" else self.epochs
+
+    def validate(self) -> TrainSpec:
+        _check_choice("regime", self.regime, REGIMES)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_choice("alpha", self.alpha, ALPHAS)
+        _check_int("input_size", self.input_size, 32, 512)
+        for name in ("train_limit", "val_limit"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 10, 50_000 if name == "train_limit" else 10_000)
+        _check_int("batch_size", self.batch_size, 1, 4096)
+        _check_int("epochs", self.epochs, 1, 10_000)
+        _check_int("head_epochs", self.head_epochs, 1, 10_000)
+        _check_int("tune_epochs", self.tune_epochs, 1, 10_000)
+        _check_float("lr", self.lr, 0.0, 10.0)
+        _check_float("tune_lr", self.tune_lr, 0.0, 10.0)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class VisualizeSpec:
+    """Gradient ascent on an input image to maximize a layer's mean activation (Exercise 4 of the seed).
+
+    ``image`` is ``random``, ``sine`` or a path to a photo. ``source`` says where the network's weights
+    come from: ``checkpoint`` (a finished training run's model, given to the task at run time),
+    ``imagenet`` or ``none``.
+    """
+
+    image: str
+    seed: int
+    layers: tuple[str, ...] = DEFAULT_LAYERS
+    source: str = "checkpoint"
+    alpha: float = 1.0
+    input_size: int = 128
+    steps: int = 50
+    step_size: float = 10.0
+
+    def validate(self) -> VisualizeSpec:
+        if not isinstance(self.image, str) or not self.image:
+            raise SpecError("image", "expected 'random', 'sine' or a path to an image file")
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        if not self.layers or not all(isinstance(x, str) and x for x in self.layers):
+            raise SpecError("layers", "expected one or more layer names")
+        _check_choice("source", self.source, VIS_SOURCES)
+        _check_choice("alpha", self.alpha, ALPHAS)
+        _check_int("input_size", self.input_size, 32, 512)
+        _check_int("steps", self.steps, 1, 10_000)
+        _check_float("step_size", self.step_size, 0.0, 1000.0)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = list(self.layers)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisualizeSpec:
+        values = _known_fields(cls, data)
+        if "layers" in values:
+            values["layers"] = tuple(values["layers"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """Build the sweep's figures, tables and HTML report."""
+
+    sweep_id: str
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReportSpec:
+        return cls(**_known_fields(cls, data))
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise SpecError(sorted(unknown)[0], f"unknown field for {cls.__name__}")
+    return dict(data)
+
+
+def spec_hash(kind: str, spec: dict[str, Any], code_version: str) -> str:
+    """Identity of a unit of work: same kind, normalized spec and code version -> same hash."""
+    payload = json.dumps({"kind": kind, "spec": spec, "code": code_version}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # name -> (default, why). A default of "" means "unset": see the property that derives it.
@@ -20,6 +20,9 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "CONVLAB_LEASE_SECONDS": ("60", "a run whose heartbeat is older than this is taken over by another worker"),
     "CONVLAB_HEARTBEAT_SECONDS": ("10", "how often a running task proves it is alive (well under the lease)"),
     "CONVLAB_MAX_ATTEMPTS": ("3", "a run that loses its worker this many times is failed, not retried forever"),
+    # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
+    "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
+    "CONVLAB_WORKER_SLOTS": ("1", "how many tasks the worker runs at once"),
 }
 
 
@@ -48,7 +51,8 @@ class Settings:
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
     max_attempts: int = 3
-    extra: Mapping[str, str] = field(default_factory=dict)
+    worker_device: str = ""
+    worker_slots: int = 1
 
     @property
     def database_url(self) -> str:
@@ -91,6 +95,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lease_seconds=_positive_float(env, "CONVLAB_LEASE_SECONDS"),
         heartbeat_seconds=_positive_float(env, "CONVLAB_HEARTBEAT_SECONDS"),
         max_attempts=int(attempts_raw),
+        worker_device=env.get("CONVLAB_WORKER_DEVICE", ""),
+        worker_slots=int(env.get("CONVLAB_WORKER_SLOTS") or 1),
     )
 
 

@@ -1,0 +1,1 @@
+"""convlab's orchestrator: the CLI, plans, submission, monitoring and the report. Never imports TensorFlow."""

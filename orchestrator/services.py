@@ -1,0 +1,46 @@
+"""The broker as the orchestrator sees it: reachability, sending, and the workers' table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.errors import ServiceUnavailable
+from storage import repository as repo
+from storage.config import Settings, mask_url
+
+
+def celery_app(settings: Settings) -> Any:
+    from worker.app import create_app
+
+    return create_app(settings)
+
+
+def check_broker(settings: Settings, app: Any = None) -> Any:
+    """Fail with the URL (password masked) when the broker cannot be reached; return the app."""
+    from worker.app import check_broker as ping
+
+    app = app or celery_app(settings)
+    try:
+        ping(app, timeout=3.0)
+    except Exception as exc:  # noqa: BLE001 - kombu raises many kinds; all mean "unreachable"
+        url = mask_url(settings.broker_url or "filesystem:// (embedded)")
+        raise ServiceUnavailable(f"broker {url} unreachable: {str(exc).splitlines()[0][:200]}") from None
+    return app
+
+
+def live_workers(settings: Settings, db: Any) -> list[str]:
+    # A worker refreshes its row every heartbeat; two missed leases means it is gone.
+    within = 2 * settings.lease_seconds
+    lines = []
+    with db.session() as s:
+        for w in repo.live_workers(s, within_seconds=within):
+            held = repo.runs_held_by(s, w.name)
+            doing = ", ".join(f"{r.id} ({r.kind} {r.label}, epoch {r.last_epoch}/{r.total_epochs})" for r in held)
+            seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
+            lines.append(f"{w.name}  {w.device}  slots={w.slots}  seen {seen:.0f}s ago  running: {doing or 'nothing'}")
+    return lines
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,45 @@
+"""What a task runs on, in words, for the ``device`` column (e.g. ``GPU 0: NVIDIA H200`` or ``CPU``)."""
+
+from __future__ import annotations
+
+import platform
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_device() -> str:
+    """Ask the active Keras backend which accelerator it sees. Imports the backend: call in tasks only."""
+    import keras
+
+    backend = keras.backend.backend()
+    names: list[str] = []
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                details = tf.config.experimental.get_device_details(gpu)
+                names.append(str(details.get("device_name", gpu.name)))
+        elif backend == "jax":
+            import jax
+
+            names = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+        elif backend == "torch":
+            import torch
+
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a device query must never fail a run
+        names = []
+    if names:
+        return f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
+    return f"CPU {_cpu_name()} ({backend})"
+

@@ -1,0 +1,67 @@
+"""How `orchestrator worker` starts a Celery worker: pool, concurrency, GPU pinning, environment.
+
+Process model: Celery's prefork pool with one task per child process (``max_tasks_per_child=1``). The
+main process never imports TensorFlow; each task runs in a fresh child that imports it, so GPU memory is
+returned to the driver when the task ends and a crash in one task (OOM, segfault) is contained: the main
+process notices the lost child, the message is re-queued, and the worker keeps serving. The threads and
+solo pools were rejected because they ignore ``max_tasks_per_child`` and would keep TensorFlow, its GPU
+memory and any corrupted state alive across tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+
+from worker.app import QUEUE
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    argv: list[str]
+    env: dict[str, str]
+    name: str
+
+
+def worker_launch(
+    *,
+    gpu: int | None = None,
+    slots: int = 1,
+    name: str | None = None,
+    loglevel: str = "INFO",
+    base_env: dict[str, str] | None = None,
+) -> WorkerLaunch:
+    if slots < 1:
+        raise ValueError(f"--slots: must be >= 1, got {slots}")
+    if gpu is not None and gpu < 0:
+        raise ValueError(f"--gpu: must be a GPU index >= 0, got {gpu}")
+    env = dict(os.environ if base_env is None else base_env)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # the task processes see exactly one GPU, as index 0
+        device = f"GPU {gpu}"
+    else:
+        device = "CPU" if env.get("CUDA_VISIBLE_DEVICES", "") in ("", "-1") else f"GPU {env['CUDA_VISIBLE_DEVICES']}"
+    if slots > 1:
+        # Several task processes share one GPU: each takes memory as it needs it instead of all of it.
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["CONVLAB_WORKER_DEVICE"] = f"{device} x{slots} slots" if slots > 1 else device
+    env["CONVLAB_WORKER_SLOTS"] = str(slots)
+    label = f"gpu{gpu}" if gpu is not None else "cpu"
+    node = name or f"{label}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker.main", "worker",
+        "--pool", "prefork",
+        "--concurrency", str(slots),
+        "--max-tasks-per-child", "1",
+        "--prefetch-multiplier", "1",
+        "--queues", QUEUE,
+        "--hostname", node,
+        "--loglevel", loglevel,
+        "--without-gossip", "--without-mingle",  # peers are tracked in the database, not by chatter
+        "--task-events",
+    ]
+    return WorkerLaunch(argv=argv, env=env, name=node)

@@ -1,0 +1,52 @@
+"""Recovery that needs no human: runs left behind by dead workers, and runs nobody has sent yet.
+
+Every worker runs :func:`reap` on a timer. All of it is compare-and-set in the database, so any number of
+workers may reap at once.
+
+- A ``running`` run whose heartbeat is older than the lease lost its worker (SIGKILL, power cut, OOM
+  killer): it goes back to ``queued`` and is sent again, and the next worker resumes it from its last
+  checkpoint. After ``max_attempts`` losses it is failed with the reason instead.
+- A ``queued`` run whose dependency failed is failed, naming the dependency.
+- A ``queued`` run whose dependencies all succeeded and that no message carries is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+
+from storage import repository as repo
+from storage.db import Database
+from worker.dispatch import dispatch_ready, fail_blocked
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    requeued: tuple[str, ...]
+    failed: tuple[str, ...]
+    sent: tuple[str, ...]
+
+
+def reap(app: Celery, db: Database, *, lease_seconds: float) -> ReapReport:
+    requeued: list[str] = []
+    failed: list[str] = []
+    with db.session() as s:
+        for run in repo.stale_runs(s, lease_seconds=lease_seconds):
+            if run.attempts >= run.max_attempts:
+                reason = (
+                    f"gave up after {run.attempts} attempts: worker {run.worker} stopped sending heartbeats "
+                    f"(lease {lease_seconds:g} s) each time"
+                )
+                if repo.fail_run(s, run.id, reason):
+                    failed.append(run.id)
+            elif repo.requeue_run(s, run.id, worker=run.worker):
+                log.warning("run %s lost its worker %s; re-queued", run.id, run.worker)
+                requeued.append(run.id)
+        failed.extend(fail_blocked(s))
+    with db.session() as s:
+        sent = dispatch_ready(app, s)
+    return ReapReport(tuple(requeued), tuple(failed), tuple(sent))

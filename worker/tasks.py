@@ -1,0 +1,146 @@
+"""The Celery tasks: thin wrappers that claim a run, call its runner, and record how it ended.
+
+A message carries only a run id. Everything else is re-read from the database, which is the source of
+truth: a redelivered message for a finished run does nothing, and claiming is compare-and-set, so two
+workers can never execute the same run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from typing import Any
+
+from celery import Task, shared_task
+
+from storage import repository as repo
+from storage.artifacts import ArtifactStore
+from storage.config import Settings
+from storage.db import Database, get_database
+from storage.errors import NotFound
+from storage.models import RunKind, RunStatus
+from worker import shutdown
+from worker.context import RunContext, StopReason
+from worker.dispatch import dispatch_ready, fail_blocked, send_run
+from worker.heartbeat import RunHeartbeat
+from worker.runners import RUNNERS
+from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
+
+log = logging.getLogger(__name__)
+
+
+def _settings(task: Task) -> Settings:
+    return task.app.conf.convlab_settings
+
+
+def _device(kind: RunKind, settings: Settings) -> str:
+    if kind == RunKind.REPORT:
+        return "CPU"
+    from worker.device import describe_device
+
+    return describe_device()
+
+
+def _wait_for_dependencies(db: Database, run_id: str) -> str | None:
+    """None when every dependency succeeded; else why the run cannot start now."""
+    with db.session() as s:
+        dependencies = repo.dependencies_of(s, run_id)
+        if any(d.status in (RunStatus.FAILED, RunStatus.CANCELLED) for d in dependencies):
+            fail_blocked(s)
+            return "a dependency failed"
+        pending = [d.id for d in dependencies if d.status != RunStatus.SUCCEEDED]
+        if pending:
+            # Do not hold a worker: forget the message; the run is sent again when its dependencies end.
+            repo.clear_enqueued(s, run_id)
+            return f"waiting for {', '.join(pending)}"
+    return None
+
+
+def execute(task: Task, run_id: str, kind: RunKind) -> str:
+    settings = _settings(task)
+    db = get_database(settings)
+    worker_name = task.request.hostname or socket.gethostname()
+    try:
+        with db.session() as s:
+            run = repo.get_run(s, run_id)
+            if RunStatus(run.status).is_terminal:
+                return f"{run_id} already {run.status}: nothing to do"
+    except NotFound:
+        log.error("message for unknown run %s dropped", run_id)
+        return f"{run_id} unknown"
+    blocked = _wait_for_dependencies(db, run_id)
+    if blocked:
+        return f"{run_id} not started: {blocked}"
+
+    device = settings.worker_device or _device(kind, settings)
+    with db.session() as s:
+        claimed = repo.claim_run(s, run_id, worker=worker_name, device=device, lease_seconds=settings.lease_seconds)
+        if claimed is None:
+            return f"{run_id} is held by another worker or finished"
+        if claimed.attempts > claimed.max_attempts:
+            repo.fail_run(s, run_id, f"gave up after {claimed.max_attempts} attempts (the worker was lost each time)")
+            fail_blocked(s)
+            return f"{run_id} failed: attempts exhausted"
+        spec, sweep_id = dict(claimed.spec), claimed.sweep_id
+
+    shutdown.install_child_handler()
+    with RunHeartbeat(db, run_id, worker_name, settings.heartbeat_seconds) as beat:
+        ctx = RunContext(
+            settings=settings,
+            db=db,
+            store=ArtifactStore(settings.artifacts_dir),
+            run_id=run_id,
+            spec=spec,
+            worker=worker_name,
+            heartbeat=beat,
+            sweep_id=sweep_id,
+        )
+        try:
+            RUNNERS[kind](ctx)
+        except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
+            log.exception("run %s failed", run_id)
+            with db.session() as s:
+                repo.finish_run(
+                    s, run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(), worker=worker_name,
+                )
+                fail_blocked(s)
+            return f"{run_id} failed"
+    return _conclude(task, db, ctx)
+
+
+def _conclude(task: Task, db: Database, ctx: RunContext) -> str:
+    run_id, reason = ctx.run_id, ctx.stopped_because
+    with db.session() as s:
+        if reason == StopReason.LOST:
+            return f"{run_id} was taken over by another worker"
+        if reason == StopReason.CANCELLED:
+            repo.finish_run(s, run_id, RunStatus.CANCELLED, error="cancelled by request", worker=ctx.worker)
+            fail_blocked(s)
+            return f"{run_id} cancelled"
+        if reason == StopReason.SHUTDOWN:
+            if repo.requeue_run(s, run_id, worker=ctx.worker):
+                run = repo.get_run(s, run_id)
+                send_run(task.app, run)
+                repo.mark_enqueued(s, run_id)
+            return f"{run_id} handed back to the queue (worker shutting down)"
+        repo.finish_run(s, run_id, RunStatus.SUCCEEDED, worker=ctx.worker)
+    with db.session() as s:
+        dispatch_ready(task.app, s)
+    return f"{run_id} succeeded"
+
+
+@shared_task(name=TASK_TRAIN, bind=True)
+def train(self: Task, run_id: str) -> Any:
+    return execute(self, run_id, RunKind.TRAIN)
+
+
+@shared_task(name=TASK_VISUALIZE, bind=True)
+def visualize(self: Task, run_id: str) -> Any:
+    return execute(self, run_id, RunKind.VISUALIZE)
+
+
+@shared_task(name=TASK_REPORT, bind=True)
+def report(self: Task, run_id: str) -> Any:
+    return execute(self, run_id, RunKind.REPORT)

@@ -1,0 +1,93 @@
+"""Real processes for integration tests: `orchestrator` commands and workers, synchronised on the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage.config import Settings, load_settings
+from storage.db import Database, get_database
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+@dataclass
+class Stack:
+    """One isolated convlab installation: its home, database, broker, data and weights."""
+
+    home: Path
+    env: dict[str, str]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    def db(self) -> Database:
+        db = get_database(self.settings)
+        db.ensure_schema()
+        return db
+
+    def orchestrator(self, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=check,
+        )
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "worker", "--name", f"{name}@test", *extra],
+            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def log_of(self, name: str) -> str:
+        path = self.home / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def kill_worker(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """SIGKILL: the whole worker (main process and children). SIGTERM: the main process only, as docker does."""
+    if sig == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(sig)
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, on_timeout: Callable[[], str] = str) -> T:
+    """Poll ``check`` until it returns something truthy, or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{on_timeout()}")
+
+
+def run_state(db: Database, run_id: str) -> dict[str, Any]:
+    from storage import repository as repo
+
+    with db.session() as s:
+        run = repo.get_run(s, run_id)
+        epochs = [m.epoch for m in repo.metric_history(s, run_id)]
+        return {
+            "status": str(run.status), "attempts": run.attempts, "last_epoch": run.last_epoch, "epochs": epochs,
+            "worker": run.worker, "error": run.error, "artifacts": [a.path for a in repo.artifacts_of(s, run_id)],
+        }

@@ -124,7 +124,9 @@ class ArtifactStore:
             raise ArtifactError(relpath, f"unreadable: {exc}") from exc
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
-            raise ArtifactError(relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})")
+            raise ArtifactError(
+                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
+            )
         return data
 
     def verify(self, relpath: str, sha256: str) -> None:
@@ -134,4 +136,6 @@ class ArtifactStore:
             raise ArtifactError(relpath, f"missing: {path} does not exist")
         actual = sha256_file(path)
         if actual != sha256:
-            raise ArtifactError(relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})")
+            raise ArtifactError(
+                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
+            )

@@ -138,11 +138,11 @@ def _file_lock(path: Path | None) -> Iterator[None]:
 def _upgrade_engine(engine: Engine, url: str) -> None:
     """``alembic upgrade head`` on this engine, serialised across processes (file lock / advisory lock)."""
     try:
-        with _file_lock(_sqlite_path(url) if engine.dialect.name == "sqlite" else None):
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
-                command.upgrade(alembic_config(url, conn), "head")
+        lock_path = _sqlite_path(url) if engine.dialect.name == "sqlite" else None
+        with _file_lock(lock_path), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            command.upgrade(alembic_config(url, conn), "head")
     except (OperationalError, InterfaceError) as exc:
         if _is_connect_error(exc):
             raise unavailable(url, exc) from exc
@@ -150,8 +150,10 @@ def _upgrade_engine(engine: Engine, url: str) -> None:
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or "connect" in str(exc.orig).lower() or "unable to open" in str(
-        exc.orig
+    return (
+        bool(exc.connection_invalidated)
+        or "connect" in str(exc.orig).lower()
+        or "unable to open" in str(exc.orig)
     )
 
 

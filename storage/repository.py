@@ -62,7 +62,9 @@ def _refresh_run(s: Session, run_id: str) -> Run:
 # ----------------------------------------------------------------------------------------- sweeps, runs
 
 
-def create_sweep(s: Session, *, plan: str, profile: str, overrides: dict[str, Any], code_version: str) -> Sweep:
+def create_sweep(
+    s: Session, *, plan: str, profile: str, overrides: dict[str, Any], code_version: str
+) -> Sweep:
     sweep = Sweep(plan=plan, profile=profile, overrides=dict(overrides), code_version=code_version)
     s.add(sweep)
     s.flush()
@@ -394,7 +396,9 @@ def record_epoch(
     s.execute(stmt)
 
 
-def add_artifact(s: Session, run_id: str, *, kind: ArtifactKind, path: str, sha256: str, size: int) -> Artifact:
+def add_artifact(
+    s: Session, run_id: str, *, kind: ArtifactKind, path: str, sha256: str, size: int
+) -> Artifact:
     """Record a stored file; writing the same path again replaces the record."""
     values = {"kind": ArtifactKind(kind), "sha256": sha256, "bytes": int(size), "created_at": utcnow()}
     stmt = _insert(s, Artifact).values(run_id=run_id, path=path, **values)
@@ -412,7 +416,9 @@ def artifacts_of(s: Session, run_id: str) -> list[Artifact]:
 
 
 def metric_history(s: Session, run_id: str) -> list[EpochMetric]:
-    return list(s.scalars(select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch)))
+    return list(
+        s.scalars(select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch))
+    )
 
 
 # ----------------------------------------------------------------------------------------------- queries
@@ -553,9 +559,7 @@ def stop_worker(s: Session, name: str) -> bool:
 def live_workers(s: Session, *, within_seconds: float) -> list[Worker]:
     cutoff = utcnow() - timedelta(seconds=within_seconds)
     stmt = (
-        select(Worker)
-        .where(Worker.stopped_at.is_(None), Worker.last_seen_at >= cutoff)
-        .order_by(Worker.name)
+        select(Worker).where(Worker.stopped_at.is_(None), Worker.last_seen_at >= cutoff).order_by(Worker.name)
     )
     return list(s.scalars(stmt))
 

@@ -34,7 +34,10 @@ def _git(*args: str) -> str | None:
 
 @functools.cache
 def code_version() -> str:
-    """E.g. ``0.1.0+1a2b3c4`` or ``0.1.0+1a2b3c4-dirty``; the bare package version outside git. Never raises."""
+    """E.g. ``0.1.0+1a2b3c4`` or ``0.1.0+1a2b3c4-dirty``; the bare package version outside git.
+
+    Never raises: a version string must not break a sweep.
+    """
     version = _package_version()
     try:
         if not (_SOURCE_ROOT / ".git").exists():

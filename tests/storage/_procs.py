@@ -49,3 +49,13 @@ def write_epochs(url: str, run_id: str, epochs: int, barrier: Any, results: Any)
         results.put((run_id, "ok", None))
     except Exception:  # noqa: BLE001
         results.put((run_id, "error", traceback.format_exc()))
+
+
+def create_schema(url: str, barrier: Any, results: Any) -> None:
+    """First use of a fresh database by several processes at once."""
+    try:
+        barrier.wait(timeout=60)
+        db = database_for_url(url)
+        results.put((url, "ok", db.current_revision()))
+    except Exception:  # noqa: BLE001
+        results.put((url, "error", traceback.format_exc()))

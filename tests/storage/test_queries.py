@@ -98,7 +98,9 @@ def test_latest_sweep_and_reuse_lookup(db: Database) -> None:
 def test_artifact_records_upsert_per_path(db: Database) -> None:
     with db.session() as s:
         run_id = make_run(s).id
-        repo.add_artifact(s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="a", size=1)
+        repo.add_artifact(
+            s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="a", size=1
+        )
     with db.session() as s:
         art = repo.add_artifact(
             s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="b", size=2

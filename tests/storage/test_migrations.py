@@ -33,3 +33,16 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
 def test_migrations_ship_inside_the_package() -> None:
     assert (dbmod.MIGRATIONS_DIR / "env.py").is_file()
     assert list((dbmod.MIGRATIONS_DIR / "versions").glob("0001_*.py"))
+
+
+def test_unreachable_database_raises_database_unavailable_with_masked_password() -> None:
+    import pytest
+
+    from storage.errors import DatabaseUnavailable
+
+    url = "postgresql+psycopg://convlab:s3cret@127.0.0.1:1/nowhere"
+    with pytest.raises(DatabaseUnavailable) as info:
+        database_for_url(url)
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+    with pytest.raises(DatabaseUnavailable):
+        current_revision(url)

@@ -13,11 +13,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Dialect,
+    Enum,
     Float,
     ForeignKey,
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -61,8 +64,50 @@ class ArtifactKind(str, enum.Enum):
     LOG = "log"
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones and would hand back naive datetimes that
+    cannot be compared with :func:`utcnow`. Values are converted to UTC on the way in (naive ones are taken
+    as UTC) and always come back aware, in UTC. On SQLite the stored text then sorts chronologically.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _str_enum(cls: type[enum.Enum]) -> Enum:
+    """Stored as VARCHAR(16) holding the enum's *value* (``"queued"``), loaded back as the enum member.
+
+    ``native_enum=False`` keeps it a plain string column on PostgreSQL too: adding a status later is a
+    code change, not an ``ALTER TYPE`` migration.
+    """
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
 
 
 class Sweep(Base):
@@ -92,13 +137,13 @@ class Run(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("r"))
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[RunKind] = mapped_column(String(16))
+    kind: Mapped[RunKind] = mapped_column(_str_enum(RunKind))
     # A short human label: the regime for trainings, "<image>/<layer>" for visualizations.
     label: Mapped[str] = mapped_column(String(128), default="")
     spec: Mapped[dict[str, Any]] = mapped_column()
     spec_hash: Mapped[str] = mapped_column(String(64), index=True)
     seed: Mapped[int] = mapped_column(Integer)
-    status: Mapped[RunStatus] = mapped_column(String(16), default=RunStatus.QUEUED, index=True)
+    status: Mapped[RunStatus] = mapped_column(_str_enum(RunStatus), default=RunStatus.QUEUED, index=True)
     # Set when this run was satisfied by an earlier identical run instead of being executed.
     reused_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -149,7 +194,7 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[ArtifactKind] = mapped_column(String(16))
+    kind: Mapped[ArtifactKind] = mapped_column(_str_enum(ArtifactKind))
     path: Mapped[str] = mapped_column(String(512))  # relative to the artifacts root
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)

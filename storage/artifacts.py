@@ -1,0 +1,141 @@
+"""Files a run produces (checkpoints, images, figures), stored under one root with a sha256 each.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``): a reader sees the old file
+or the new one, never half of one. Reads verify the checksum recorded in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from storage.errors import ArtifactError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the store's root, with forward slashes
+    sha256: str
+    size: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+
+    def run_dir(self, run_id: str) -> Path:
+        self.validate_name(run_id)
+        return self.root / run_id
+
+    def validate_name(self, relpath: str) -> str:
+        """Reject anything that could leave the root; return the normalised relative path."""
+        if not isinstance(relpath, str) or not relpath:
+            raise ArtifactError(str(relpath), "empty or not a string")
+        if "\\" in relpath or "\x00" in relpath:
+            raise ArtifactError(relpath, "backslashes and NUL are not allowed")
+        pure = PurePosixPath(relpath)
+        if pure.is_absolute() or relpath.startswith("~"):
+            raise ArtifactError(relpath, "must be relative to the artifacts root")
+        if any(part in ("..", ".") for part in relpath.split("/")) or "" in relpath.split("/")[:-1]:
+            raise ArtifactError(relpath, "'..', '.' and empty path segments are not allowed")
+        resolved = (self.root / pure).resolve()
+        root = self.root.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise ArtifactError(relpath, "resolves outside the artifacts root")
+        return str(pure)
+
+    def absolute(self, relpath: str) -> Path:
+        return self.root / self.validate_name(relpath)
+
+    def write_bytes(self, relpath: str, data: bytes) -> StoredFile:
+        target = self.absolute(relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return StoredFile(self.validate_name(relpath), hashlib.sha256(data).hexdigest(), len(data))
+
+    def write_file(self, relpath: str, src: Path) -> StoredFile:
+        target = self.absolute(relpath)
+        if not Path(src).is_file():
+            raise ArtifactError(str(src), "source file does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                while chunk := inp.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            shutil.copymode(src, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        return StoredFile(self.validate_name(relpath), digest.hexdigest(), size)
+
+    def read_bytes(self, relpath: str, sha256: str) -> bytes:
+        path = self.absolute(relpath)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(relpath, f"missing: {path} does not exist") from None
+        except OSError as exc:
+            raise ArtifactError(relpath, f"unreadable: {exc}") from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ArtifactError(
+                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
+            )
+        return data
+
+    def verify(self, relpath: str, sha256: str) -> None:
+        """Check a (possibly large) file's checksum without loading it into memory."""
+        path = self.absolute(relpath)
+        if not path.is_file():
+            raise ArtifactError(relpath, f"missing: {path} does not exist")
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise ArtifactError(
+                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
+            )

@@ -1,0 +1,261 @@
+"""Engines, sessions and the schema: one engine and one sessionmaker per process per database URL.
+
+The caller owns the transaction (``with db.session() as s:`` commits on success, rolls back on error);
+repository functions only flush. Keep each unit of work short: SQLite allows one writer at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from storage.config import Settings
+from storage.errors import DatabaseUnavailable
+
+try:  # POSIX file locks guard SQLite schema creation; elsewhere we rely on re-checking.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Long enough to wait out another process's write transaction (they are short), short enough to notice a hang.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# One worker process holds a connection or two; the orchestrator a few. Beyond that, queue rather than flood.
+PG_POOL_SIZE = 5
+PG_MAX_OVERFLOW = 5
+PG_CONNECT_TIMEOUT_S = 10
+# Arbitrary but fixed: the PostgreSQL advisory lock that serialises concurrent schema upgrades.
+_PG_MIGRATION_LOCK = zlib.crc32(b"convlab-migrations")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's implicit BEGIN is deferred and
+    # would fail with SQLITE_BUSY instead of waiting when a reader later tries to write).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front, so busy_timeout applies and transactions never deadlock
+    # on a read->write upgrade. Read-only sessions opt out with the ``convlab_readonly`` option.
+    if conn.get_execution_options().get("convlab_readonly"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for the backend: SQLite pragmas (WAL, busy_timeout, foreign keys) or a pinged pool."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_path(url)
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+        if path is None:
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"]["check_same_thread"] = False
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=PG_POOL_SIZE,
+        max_overflow=PG_MAX_OVERFLOW,
+        connect_args=connect_args,
+    )
+
+
+def unavailable(url: str, exc: BaseException) -> DatabaseUnavailable:
+    """Wrap a connection failure, never leaking the password."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    password = make_url(url).password
+    if password:
+        reason = reason.replace(str(password), "***")
+    return DatabaseUnavailable(url, reason)
+
+
+def alembic_config(url: str, connection: Connection | None = None) -> Config:
+    """Alembic configured in code with the migrations shipped inside the package (no alembic.ini)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _upgrade_engine(engine: Engine, url: str) -> None:
+    """``alembic upgrade head`` on this engine, serialised across processes (file lock / advisory lock)."""
+    try:
+        lock_path = _sqlite_path(url) if engine.dialect.name == "sqlite" else None
+        with _file_lock(lock_path), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            command.upgrade(alembic_config(url, conn), "head")
+    except (OperationalError, InterfaceError) as exc:
+        if _is_connect_error(exc):
+            raise unavailable(url, exc) from exc
+        raise
+
+
+def _is_connect_error(exc: DBAPIError) -> bool:
+    return (
+        bool(exc.connection_invalidated)
+        or "connect" in str(exc.orig).lower()
+        or "unable to open" in str(exc.orig)
+    )
+
+
+def _current(engine: Engine, url: str) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except (OperationalError, InterfaceError) as exc:
+        raise unavailable(url, exc) from exc
+
+
+def upgrade(url: str) -> str:
+    """Bring the database at ``url`` to the latest revision (``orchestrator db upgrade``); idempotent."""
+    engine = make_engine(url)
+    try:
+        _upgrade_engine(engine, url)
+        rev = _current(engine, url)
+    finally:
+        engine.dispose()
+    assert rev is not None
+    return rev
+
+
+def current_revision(url: str) -> str | None:
+    """The database's alembic revision, or None for an empty database."""
+    engine = make_engine(url)
+    try:
+        return _current(engine, url)
+    finally:
+        engine.dispose()
+
+
+class Database:
+    """One engine + one sessionmaker. Get it from :func:`get_database`, not by constructing it per call."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        # Objects stay readable after commit: commands print what a finished transaction returned.
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readonly = sessionmaker(
+            self.engine.execution_options(convlab_readonly=True), expire_on_commit=False
+        )
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """One transaction: commits when the block ends, rolls back when it raises.
+
+        ``readonly=True`` does not take SQLite's write lock up front; use it for queries only.
+        """
+        maker = self._readonly if readonly else self._sessions
+        with maker.begin() as s:
+            try:
+                s.connection()
+            except (OperationalError, InterfaceError) as exc:
+                raise unavailable(self.url, exc) from exc
+            yield s
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the schema to the latest revision, once per process."""
+        if self._schema_ready:
+            return
+        with self._lock:
+            if self._schema_ready:
+                return
+            if _current(self.engine, self.url) != head_revision():
+                _upgrade_engine(self.engine, self.url)
+            self._schema_ready = True
+
+    def current_revision(self) -> str | None:
+        return _current(self.engine, self.url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_databases: dict[tuple[int, str], Database] = {}
+_databases_lock = threading.Lock()
+
+
+def database_for_url(url: str, *, ensure_schema: bool = True) -> Database:
+    """The process's :class:`Database` for ``url`` (a forked child gets its own, never the parent's pool)."""
+    key = (os.getpid(), url)
+    with _databases_lock:
+        db = _databases.get(key)
+        if db is None:
+            db = _databases[key] = Database(url)
+    if ensure_schema:
+        db.ensure_schema()
+    return db
+
+
+def get_database(settings: Settings, *, ensure_schema: bool = True) -> Database:
+    """The process's :class:`Database` for ``settings.database_url``; creates the schema on first use."""
+    return database_for_url(settings.database_url, ensure_schema=ensure_schema)
+
+
+def reset_databases() -> None:
+    """Dispose every cached engine (tests, and after fork in a worker's child process)."""
+    with _databases_lock:
+        for db in _databases.values():
+            db.dispose()
+        _databases.clear()

@@ -1,0 +1,42 @@
+"""Every error storage raises derives from :class:`StorageError`; the CLI maps them to one-line messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.config import mask_url
+
+
+class StorageError(Exception):
+    """Base class of everything storage raises on purpose."""
+
+
+class NotFound(StorageError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(f"{what} {ident!r} not found")
+        self.what = what
+        self.ident = ident
+
+
+class IllegalTransition(StorageError):
+    def __init__(self, run_id: str, from_status: Any, to_status: Any) -> None:
+        frm = getattr(from_status, "value", from_status)
+        to = getattr(to_status, "value", to_status)
+        super().__init__(f"run {run_id!r}: cannot go from {frm} to {to}")
+        self.run_id = run_id
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+class ArtifactError(StorageError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"artifact {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class DatabaseUnavailable(StorageError):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = mask_url(url)
+        super().__init__(f"database {self.url} is unavailable: {reason}")
+        self.reason = reason

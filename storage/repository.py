@@ -1,0 +1,573 @@
+"""Functions over a :class:`~sqlalchemy.orm.Session`. They flush but never commit: the caller owns the
+transaction (``with db.session() as s:``).
+
+Every status change is one conditional ``UPDATE ... WHERE status = ...`` (compare-and-set), so two workers,
+or a redelivered task, can never move a run backwards: a finished run only leaves its terminal state
+through :func:`retry_run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, case, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.dml import Update
+
+from storage.errors import IllegalTransition, NotFound
+from storage.models import (
+    TERMINAL_STATUSES,
+    Artifact,
+    ArtifactKind,
+    EpochMetric,
+    Run,
+    RunDependency,
+    RunKind,
+    RunStatus,
+    Sweep,
+    Worker,
+    utcnow,
+)
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _cas(s: Session, stmt: Update) -> bool:
+    """Run a conditional UPDATE; True when it changed exactly the row it targeted."""
+    result = cast(CursorResult[Any], s.execute(stmt.execution_options(synchronize_session="fetch")))
+    return result.rowcount == 1
+
+
+def _insert(s: Session, model: type[Any]) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO UPDATE (SQLite >= 3.24 and PostgreSQL)."""
+    name = s.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(f"upserts are not implemented for {name}")
+
+
+def _refresh_run(s: Session, run_id: str) -> Run:
+    run = s.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+# ----------------------------------------------------------------------------------------- sweeps, runs
+
+
+def create_sweep(
+    s: Session, *, plan: str, profile: str, overrides: dict[str, Any], code_version: str
+) -> Sweep:
+    sweep = Sweep(plan=plan, profile=profile, overrides=dict(overrides), code_version=code_version)
+    s.add(sweep)
+    s.flush()
+    return sweep
+
+
+def create_run(
+    s: Session,
+    *,
+    sweep_id: str | None,
+    kind: RunKind,
+    label: str,
+    spec: dict[str, Any],
+    spec_hash: str,
+    seed: int,
+    total_epochs: int = 0,
+    max_attempts: int = 3,
+    depends_on: Sequence[str] = (),
+    status: RunStatus = RunStatus.QUEUED,
+    reused_run_id: str | None = None,
+) -> Run:
+    """A new run. ``status=SUCCEEDED`` with ``reused_run_id`` records a run satisfied by an earlier one."""
+    now = utcnow()
+    run = Run(
+        sweep_id=sweep_id,
+        kind=RunKind(kind),
+        label=label,
+        spec=dict(spec),
+        spec_hash=spec_hash,
+        seed=seed,
+        total_epochs=total_epochs,
+        max_attempts=max_attempts,
+        status=RunStatus(status),
+        reused_run_id=reused_run_id,
+        attempts=0,
+        last_epoch=0,
+        cancel_requested=False,
+        created_at=now,
+        finished_at=now if RunStatus(status).is_terminal else None,
+    )
+    s.add(run)
+    s.flush()
+    for dep in dict.fromkeys(depends_on):
+        s.add(RunDependency(run_id=run.id, depends_on_id=dep))
+    s.flush()
+    return run
+
+
+def get_run(s: Session, run_id: str) -> Run:
+    run = s.get(Run, run_id)
+    if run is None:
+        raise NotFound("run", run_id)
+    return run
+
+
+def get_sweep(s: Session, sweep_id: str) -> Sweep:
+    sweep = s.get(Sweep, sweep_id)
+    if sweep is None:
+        raise NotFound("sweep", sweep_id)
+    return sweep
+
+
+def latest_sweep(s: Session) -> Sweep | None:
+    return s.scalars(select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(1)).first()
+
+
+def dependencies_of(s: Session, run_id: str) -> list[Run]:
+    stmt = (
+        select(Run)
+        .join(RunDependency, RunDependency.depends_on_id == Run.id)
+        .where(RunDependency.run_id == run_id)
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def dependents_of(s: Session, run_id: str) -> list[Run]:
+    stmt = (
+        select(Run)
+        .join(RunDependency, RunDependency.run_id == Run.id)
+        .where(RunDependency.depends_on_id == run_id)
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def mark_enqueued(s: Session, run_id: str) -> None:
+    """Record that a task message for this run was sent (so the monitor does not send another)."""
+    if not _cas(s, update(Run).where(Run.id == run_id).values(enqueued_at=utcnow())):
+        raise NotFound("run", run_id)
+
+
+# ------------------------------------------------------------------------------------------ transitions
+
+
+def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_seconds: float) -> Run | None:
+    """Atomically take a queued run, or a running one whose heartbeat is older than the lease.
+
+    Returns the run (now ``running``, held by ``worker``, ``attempts`` incremented) or None when another
+    worker holds it, it is finished, or it does not exist.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=lease_seconds)
+    stmt = (
+        update(Run)
+        .where(
+            Run.id == run_id,
+            or_(
+                Run.status == RunStatus.QUEUED,
+                and_(
+                    Run.status == RunStatus.RUNNING,
+                    or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
+                ),
+            ),
+        )
+        .values(
+            status=RunStatus.RUNNING,
+            worker=worker,
+            device=device,
+            heartbeat_at=now,
+            started_at=case((Run.started_at.is_(None), now), else_=Run.started_at),
+            attempts=Run.attempts + 1,
+        )
+    )
+    if not _cas(s, stmt):
+        return None
+    return _refresh_run(s, run_id)
+
+
+def heartbeat(s: Session, run_id: str, worker: str) -> bool:
+    """Prove ``worker`` still runs ``run_id``; False when it lost the run (taken over, cancelled, ...)."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker)
+        .values(heartbeat_at=utcnow())
+    )
+    return _cas(s, stmt)
+
+
+def finish_run(
+    s: Session,
+    run_id: str,
+    status: RunStatus,
+    *,
+    error: str | None = None,
+    traceback: str | None = None,
+    worker: str | None = None,
+) -> bool:
+    """running -> succeeded/failed/cancelled (held by ``worker`` when given). False when not applicable."""
+    status = RunStatus(status)
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"finish_run needs a terminal status, not {status.value}")
+    conditions = [Run.id == run_id, Run.status == RunStatus.RUNNING]
+    if worker is not None:
+        conditions.append(Run.worker == worker)
+    stmt = (
+        update(Run)
+        .where(*conditions)
+        .values(status=status, finished_at=utcnow(), error=error, traceback=traceback)
+    )
+    return _cas(s, stmt)
+
+
+def fail_run(s: Session, run_id: str, error: str, traceback: str | None = None) -> bool:
+    """queued/running -> failed (a dependency failed, or the attempt cap was reached)."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+        .values(status=RunStatus.FAILED, finished_at=utcnow(), error=error, traceback=traceback)
+    )
+    return _cas(s, stmt)
+
+
+def requeue_run(s: Session, run_id: str, *, worker: str | None = None) -> bool:
+    """running -> queued: a worker shutting down hands its run back.
+
+    The hand-off is not a lost worker, so the attempt it counted is given back; ``enqueued_at`` is cleared
+    so the monitor sends a fresh message.
+    """
+    conditions = [Run.id == run_id, Run.status == RunStatus.RUNNING]
+    if worker is not None:
+        conditions.append(Run.worker == worker)
+    stmt = (
+        update(Run)
+        .where(*conditions)
+        .values(
+            status=RunStatus.QUEUED,
+            enqueued_at=None,
+            worker=None,
+            device=None,
+            heartbeat_at=None,
+            attempts=case((Run.attempts > 0, Run.attempts - 1), else_=0),
+        )
+    )
+    return _cas(s, stmt)
+
+
+def request_cancel(s: Session, run_id: str) -> RunStatus:
+    """queued -> cancelled at once (returns CANCELLED); running -> ``cancel_requested`` (returns RUNNING):
+    the task stops at its next epoch boundary. A finished run raises :class:`IllegalTransition`."""
+    for _ in range(3):  # the status may change between the conditional updates; settle in a few rounds
+        queued = (
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+            .values(status=RunStatus.CANCELLED, finished_at=utcnow(), error="cancelled before it started")
+        )
+        if _cas(s, queued):
+            return RunStatus.CANCELLED
+        running = (
+            update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(cancel_requested=True)
+        )
+        if _cas(s, running):
+            return RunStatus.RUNNING
+        current = _refresh_run(s, run_id)
+        if current.status.is_terminal:
+            raise IllegalTransition(run_id, current.status, RunStatus.CANCELLED)
+    raise IllegalTransition(run_id, _refresh_run(s, run_id).status, RunStatus.CANCELLED)
+
+
+def retry_run(s: Session, run_id: str) -> None:
+    """failed/cancelled -> queued with a fresh attempt budget; anything else raises IllegalTransition."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
+        .values(
+            status=RunStatus.QUEUED,
+            attempts=0,
+            error=None,
+            traceback=None,
+            cancel_requested=False,
+            enqueued_at=None,
+            finished_at=None,
+            worker=None,
+            device=None,
+            heartbeat_at=None,
+        )
+    )
+    if not _cas(s, stmt):
+        raise IllegalTransition(run_id, _refresh_run(s, run_id).status, RunStatus.QUEUED)
+
+
+# --------------------------------------------------------------------------------------------- scanning
+
+
+def stale_runs(s: Session, *, lease_seconds: float) -> list[Run]:
+    """Running runs whose heartbeat is older than the lease: their worker is presumed dead."""
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    stmt = (
+        select(Run)
+        .where(Run.status == RunStatus.RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff))
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def ready_unenqueued_runs(s: Session) -> list[Run]:
+    """Queued runs never sent to the broker whose dependencies have all succeeded."""
+    dep = aliased(Run)
+    unmet = exists().where(
+        RunDependency.run_id == Run.id,
+        RunDependency.depends_on_id == dep.id,
+        dep.status != RunStatus.SUCCEEDED,
+    )
+    stmt = (
+        select(Run)
+        .where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), ~unmet)
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def runs_blocked_by_failure(s: Session) -> list[tuple[Run, Run]]:
+    """(queued run, its failed or cancelled dependency) pairs: such runs can never start."""
+    dep = aliased(Run)
+    stmt = (
+        select(Run, dep)
+        .join(RunDependency, RunDependency.run_id == Run.id)
+        .join(dep, dep.id == RunDependency.depends_on_id)
+        .where(Run.status == RunStatus.QUEUED, dep.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
+        .order_by(Run.created_at, Run.id, dep.id)
+    )
+    return [(row[0], row[1]) for row in s.execute(stmt)]
+
+
+# ------------------------------------------------------------------------------------- epochs, artifacts
+
+
+def record_epoch(
+    s: Session,
+    run_id: str,
+    *,
+    epoch: int,
+    phase: str,
+    loss: float,
+    accuracy: float,
+    val_loss: float | None,
+    val_accuracy: float | None,
+    lr: float,
+    seconds: float,
+    images_per_second: float,
+) -> None:
+    """Insert or overwrite the metrics of one epoch (a redelivered task rewrites, never duplicates),
+    advance ``run.last_epoch`` (never backwards) and refresh the heartbeat."""
+    now = utcnow()
+    touched = _cas(
+        s,
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            last_epoch=case((Run.last_epoch < epoch, epoch), else_=Run.last_epoch),
+            heartbeat_at=now,
+        ),
+    )
+    if not touched:
+        raise NotFound("run", run_id)
+    values = {
+        "phase": phase,
+        "loss": float(loss),
+        "accuracy": float(accuracy),
+        "val_loss": None if val_loss is None else float(val_loss),
+        "val_accuracy": None if val_accuracy is None else float(val_accuracy),
+        "lr": float(lr),
+        "seconds": float(seconds),
+        "images_per_second": float(images_per_second),
+        "recorded_at": now,
+    }
+    stmt = _insert(s, EpochMetric).values(run_id=run_id, epoch=int(epoch), **values)
+    stmt = stmt.on_conflict_do_update(index_elements=["run_id", "epoch"], set_=values)
+    s.execute(stmt)
+
+
+def add_artifact(
+    s: Session, run_id: str, *, kind: ArtifactKind, path: str, sha256: str, size: int
+) -> Artifact:
+    """Record a stored file; writing the same path again replaces the record."""
+    values = {"kind": ArtifactKind(kind), "sha256": sha256, "bytes": int(size), "created_at": utcnow()}
+    stmt = _insert(s, Artifact).values(run_id=run_id, path=path, **values)
+    s.execute(stmt.on_conflict_do_update(index_elements=["run_id", "path"], set_=values))
+    artifact = s.scalars(
+        select(Artifact)
+        .where(Artifact.run_id == run_id, Artifact.path == path)
+        .execution_options(populate_existing=True)
+    ).one()
+    return artifact
+
+
+def artifacts_of(s: Session, run_id: str) -> list[Artifact]:
+    return list(s.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.path)))
+
+
+def metric_history(s: Session, run_id: str) -> list[EpochMetric]:
+    return list(
+        s.scalars(select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch))
+    )
+
+
+# ----------------------------------------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of a status table: the run plus its latest epoch's metrics."""
+
+    id: str
+    kind: RunKind
+    label: str
+    status: RunStatus
+    attempts: int
+    max_attempts: int
+    total_epochs: int
+    last_epoch: int
+    worker: str | None
+    device: str | None
+    reused_run_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    error: str | None
+    spec: dict[str, Any]
+    seed: int
+    val_accuracy: float | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+    val_loss: float | None = None
+    seconds_per_epoch: float | None = None
+    images_per_second: float | None = None
+
+
+def sweep_runs(s: Session, sweep_id: str) -> list[RunSummary]:
+    """Every run of a sweep with its latest metrics, in creation order: two queries, whatever the size."""
+    runs = list(s.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.created_at, Run.id)))
+    if not runs:
+        return []
+    per_run = (
+        select(
+            EpochMetric.run_id.label("run_id"),
+            func.max(EpochMetric.epoch).label("epoch"),
+            func.avg(EpochMetric.seconds).label("mean_seconds"),
+        )
+        .join(Run, Run.id == EpochMetric.run_id)
+        .where(Run.sweep_id == sweep_id)
+        .group_by(EpochMetric.run_id)
+        .subquery()
+    )
+    latest = select(EpochMetric, per_run.c.mean_seconds).join(
+        per_run, and_(EpochMetric.run_id == per_run.c.run_id, EpochMetric.epoch == per_run.c.epoch)
+    )
+    metrics: dict[str, tuple[EpochMetric, float]] = {m.run_id: (m, mean) for m, mean in s.execute(latest)}
+    out = []
+    for run in runs:
+        found = metrics.get(run.id)
+        extra: dict[str, Any] = {}
+        if found is not None:
+            m, mean = found
+            extra = {
+                "val_accuracy": m.val_accuracy,
+                "accuracy": m.accuracy,
+                "loss": m.loss,
+                "val_loss": m.val_loss,
+                "seconds_per_epoch": None if mean is None else float(mean),
+                "images_per_second": m.images_per_second,
+            }
+        out.append(
+            RunSummary(
+                id=run.id,
+                kind=run.kind,
+                label=run.label,
+                status=run.status,
+                attempts=run.attempts,
+                max_attempts=run.max_attempts,
+                total_epochs=run.total_epochs,
+                last_epoch=run.last_epoch,
+                worker=run.worker,
+                device=run.device,
+                reused_run_id=run.reused_run_id,
+                cancel_requested=run.cancel_requested,
+                created_at=run.created_at,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                heartbeat_at=run.heartbeat_at,
+                error=run.error,
+                spec=run.spec,
+                seed=run.seed,
+                **extra,
+            )
+        )
+    return out
+
+
+def find_succeeded_by_hash(s: Session, spec_hash: str) -> Run | None:
+    """An earlier succeeded run with the same spec (an executed one rather than a reuse, newest first)."""
+    stmt = (
+        select(Run)
+        .where(Run.spec_hash == spec_hash, Run.status == RunStatus.SUCCEEDED)
+        .order_by(Run.reused_run_id.is_not(None), Run.finished_at.desc(), Run.id)
+        .limit(1)
+    )
+    return s.scalars(stmt).first()
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+
+def upsert_worker(s: Session, *, name: str, host: str, pid: int, device: str, slots: int) -> Worker:
+    now = utcnow()
+    values = {
+        "host": host,
+        "pid": pid,
+        "device": device,
+        "slots": slots,
+        "started_at": now,
+        "last_seen_at": now,
+        "stopped_at": None,
+    }
+    stmt = _insert(s, Worker).values(name=name, **values)
+    s.execute(stmt.on_conflict_do_update(index_elements=["name"], set_=values))
+    worker = s.get(Worker, name, populate_existing=True)
+    assert worker is not None
+    return worker
+
+
+def touch_worker(s: Session, name: str) -> bool:
+    return _cas(s, update(Worker).where(Worker.name == name).values(last_seen_at=utcnow()))
+
+
+def stop_worker(s: Session, name: str) -> bool:
+    return _cas(s, update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+
+
+def live_workers(s: Session, *, within_seconds: float) -> list[Worker]:
+    cutoff = utcnow() - timedelta(seconds=within_seconds)
+    stmt = (
+        select(Worker).where(Worker.stopped_at.is_(None), Worker.last_seen_at >= cutoff).order_by(Worker.name)
+    )
+    return list(s.scalars(stmt))
+
+
+def runs_held_by(s: Session, worker_name: str) -> list[Run]:
+    stmt = (
+        select(Run)
+        .where(Run.status == RunStatus.RUNNING, Run.worker == worker_name)
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))

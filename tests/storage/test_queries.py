@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from storage import repository as repo
+from storage.db import Database
+from storage.models import ArtifactKind, EpochMetric, RunKind, RunStatus
+
+from .helpers import epoch, make_run, make_sweep
+
+
+def test_duplicate_epoch_keeps_one_row_with_the_latest_values(db: Database) -> None:
+    with db.session() as s:
+        run_id = make_run(s).id
+    with db.session() as s:
+        epoch(s, run_id, 1, loss=0.9)
+        epoch(s, run_id, 2, loss=0.8)
+    with db.session() as s:  # a redelivered task records epoch 1 again
+        epoch(s, run_id, 1, loss=0.5, phase="head")
+    with db.session() as s:
+        rows = repo.metric_history(s, run_id)
+        assert [(m.epoch, m.loss, m.phase) for m in rows] == [(1, 0.5, "head"), (2, 0.8, "train")]
+        assert s.scalar(select(func.count()).select_from(EpochMetric)) == 2
+        run = repo.get_run(s, run_id)
+        assert run.last_epoch == 2  # never moves backwards
+        assert run.heartbeat_at is not None
+
+
+def test_sweep_runs_returns_latest_metrics(db: Database) -> None:
+    with db.session() as s:
+        sweep_id = make_sweep(s)
+        a = make_run(s, sweep_id, label="a").id
+        b = make_run(s, sweep_id, label="b").id
+        other = make_run(s, label="other sweep").id
+    with db.session() as s:
+        for n in (1, 2, 3):
+            epoch(s, a, n)
+        epoch(s, other, 1)
+    with db.session() as s:
+        rows = repo.sweep_runs(s, sweep_id)
+    assert [r.id for r in rows] == [a, b]
+    ra, rb = rows
+    assert ra.last_epoch == 3 and ra.loss == pytest.approx(1 / 3) and ra.val_accuracy == pytest.approx(0.27)
+    assert ra.seconds_per_epoch == pytest.approx(2.0)  # mean of 1, 2, 3
+    assert ra.images_per_second == pytest.approx(300.0)
+    assert ra.status is RunStatus.QUEUED and ra.kind is RunKind.TRAIN and ra.spec == {"regime": "a"}
+    assert rb.val_accuracy is None and rb.seconds_per_epoch is None
+    with pytest.raises(AttributeError):
+        ra.status = RunStatus.FAILED  # type: ignore[misc]  # frozen
+    with db.session() as s:
+        assert repo.sweep_runs(s, "s-none") == []
+
+
+def test_ready_unenqueued_runs_respect_dependencies(db: Database) -> None:
+    with db.session() as s:
+        sweep_id = make_sweep(s)
+        train = make_run(s, sweep_id, label="train").id
+        viz = make_run(s, sweep_id, label="viz", kind=RunKind.VISUALIZE, depends_on=[train]).id
+        report = make_run(s, sweep_id, label="report", kind=RunKind.REPORT, depends_on=[train, viz]).id
+        assert [r.id for r in repo.dependencies_of(s, report)] == [train, viz]
+        assert {r.id for r in repo.dependents_of(s, train)} == {viz, report}
+    with db.session() as s:
+        assert [r.id for r in repo.ready_unenqueued_runs(s)] == [train]
+        repo.mark_enqueued(s, train)
+    with db.session() as s:
+        assert repo.ready_unenqueued_runs(s) == []
+        assert repo.claim_run(s, train, worker="w", device="cpu", lease_seconds=60) is not None
+        assert repo.finish_run(s, train, RunStatus.SUCCEEDED)
+    with db.session() as s:
+        assert [r.id for r in repo.ready_unenqueued_runs(s)] == [viz]
+        assert repo.fail_run(s, viz, "out of memory")
+    with db.session() as s:
+        assert repo.ready_unenqueued_runs(s) == []
+        blocked = repo.runs_blocked_by_failure(s)
+        assert [(r.id, d.id) for r, d in blocked] == [(report, viz)]
+
+
+def test_latest_sweep_and_reuse_lookup(db: Database) -> None:
+    with db.session() as s:
+        assert repo.latest_sweep(s) is None
+        first = make_sweep(s)
+        original = make_run(s, first, spec_hash="same").id
+        assert repo.find_succeeded_by_hash(s, "same") is None
+        assert repo.claim_run(s, original, worker="w", device="cpu", lease_seconds=60) is not None
+        assert repo.finish_run(s, original, RunStatus.SUCCEEDED)
+    with db.session() as s:
+        second = make_sweep(s)
+        reused = make_run(s, second, spec_hash="same", status=RunStatus.SUCCEEDED, reused_run_id=original)
+        assert reused.finished_at is not None
+    with db.session() as s:
+        latest = repo.latest_sweep(s)
+        assert latest is not None and latest.id == second
+        found = repo.find_succeeded_by_hash(s, "same")
+        assert found is not None and found.id == original
+
+
+def test_artifact_records_upsert_per_path(db: Database) -> None:
+    with db.session() as s:
+        run_id = make_run(s).id
+        repo.add_artifact(
+            s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="a", size=1
+        )
+    with db.session() as s:
+        art = repo.add_artifact(
+            s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="b", size=2
+        )
+        assert (art.sha256, art.bytes, art.kind) == ("b", 2, ArtifactKind.CHECKPOINT)
+        repo.add_artifact(s, run_id, kind=ArtifactKind.IMAGE, path=f"{run_id}/a.png", sha256="c", size=3)
+    with db.session() as s:
+        arts = repo.artifacts_of(s, run_id)
+        assert [(a.path, a.sha256, a.kind) for a in arts] == [
+            (f"{run_id}/a.png", "c", ArtifactKind.IMAGE),
+            (f"{run_id}/ckpt.keras", "b", ArtifactKind.CHECKPOINT),
+        ]
+
+
+def test_workers(db: Database) -> None:
+    with db.session() as s:
+        repo.upsert_worker(s, name="gpu0@box", host="box", pid=10, device="GPU:0", slots=1)
+        repo.upsert_worker(s, name="cpu@box", host="box", pid=11, device="cpu", slots=2)
+    with db.session() as s:
+        assert repo.touch_worker(s, "gpu0@box")
+        assert repo.stop_worker(s, "cpu@box")
+        assert not repo.touch_worker(s, "ghost")
+    with db.session(readonly=True) as s:
+        assert [w.name for w in repo.live_workers(s, within_seconds=60)] == ["gpu0@box"]
+    with db.session() as s:  # a restarted worker re-registers under the same name
+        w = repo.upsert_worker(s, name="cpu@box", host="box", pid=12, device="cpu", slots=2)
+        assert w.pid == 12 and w.stopped_at is None
+        assert len(repo.live_workers(s, within_seconds=60)) == 2

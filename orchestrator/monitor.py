@@ -67,7 +67,7 @@ def _row(summary: Any, source: Any) -> RunRow:
 
 
 def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
-    with db.session() as s:
+    with db.session(readonly=True) as s:
         summaries = repo.sweep_runs(s, sweep_id)
         by_id = {x.id: x for x in summaries}
         rows = []
@@ -80,7 +80,7 @@ def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
 
 
 def run_detail(db: Database, run_id: str) -> dict[str, Any]:
-    with db.session() as s:
+    with db.session(readonly=True) as s:
         summary = repo.run_summary(s, run_id)
         source = repo.run_summary(s, summary.reused_run_id) if summary.reused_run_id else summary
         record = _row(summary, source).to_json()

@@ -12,7 +12,7 @@ from storage.models import RunStatus
 
 def resolve_sweep(db: Any, target: str | None) -> str:
     """A sweep id as given (checked), or the latest sweep."""
-    with db.session() as s:
+    with db.session(readonly=True) as s:
         if target:
             return repo.get_sweep(s, target).id
         latest = repo.latest_sweep(s)

@@ -35,7 +35,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -50,13 +50,13 @@ class RunStatus(str, enum.Enum):
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
-class RunKind(str, enum.Enum):
+class RunKind(enum.StrEnum):
     TRAIN = "train"
     VISUALIZE = "visualize"
     REPORT = "report"
 
 
-class ArtifactKind(str, enum.Enum):
+class ArtifactKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"
     IMAGE = "image"
     FIGURE = "figure"

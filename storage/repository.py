@@ -151,6 +151,11 @@ def dependents_of(s: Session, run_id: str) -> list[Run]:
     return list(s.scalars(stmt))
 
 
+def clear_enqueued(s: Session, run_id: str) -> None:
+    """Forget that a queued run was sent: it is sent again once it is ready (its message was consumed)."""
+    _cas(s, update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED).values(enqueued_at=None))
+
+
 def mark_enqueued(s: Session, run_id: str) -> None:
     """Record that a task message for this run was sent (so the monitor does not send another)."""
     if not _cas(s, update(Run).where(Run.id == run_id).values(enqueued_at=utcnow())):
@@ -323,10 +328,14 @@ def stale_runs(s: Session, *, lease_seconds: float) -> list[Run]:
 def ready_unenqueued_runs(s: Session) -> list[Run]:
     """Queued runs never sent to the broker whose dependencies have all succeeded."""
     dep = aliased(Run)
+    # A report reports partial sweeps: it waits for its dependencies to end, not to succeed.
     unmet = exists().where(
         RunDependency.run_id == Run.id,
         RunDependency.depends_on_id == dep.id,
-        dep.status != RunStatus.SUCCEEDED,
+        case(
+            (Run.kind == RunKind.REPORT, dep.status.not_in(list(TERMINAL_STATUSES))),
+            else_=dep.status != RunStatus.SUCCEEDED,
+        ),
     )
     stmt = (
         select(Run)
@@ -343,7 +352,11 @@ def runs_blocked_by_failure(s: Session) -> list[tuple[Run, Run]]:
         select(Run, dep)
         .join(RunDependency, RunDependency.run_id == Run.id)
         .join(dep, dep.id == RunDependency.depends_on_id)
-        .where(Run.status == RunStatus.QUEUED, dep.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
+        .where(
+            Run.status == RunStatus.QUEUED,
+            Run.kind != RunKind.REPORT,
+            dep.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]),
+        )
         .order_by(Run.created_at, Run.id, dep.id)
     )
     return [(row[0], row[1]) for row in s.execute(stmt)]
@@ -447,6 +460,8 @@ class RunSummary:
     error: str | None
     spec: dict[str, Any]
     seed: int
+    sweep_id: str | None = None
+    traceback: str | None = None
     val_accuracy: float | None = None
     accuracy: float | None = None
     loss: float | None = None
@@ -458,16 +473,25 @@ class RunSummary:
 def sweep_runs(s: Session, sweep_id: str) -> list[RunSummary]:
     """Every run of a sweep with its latest metrics, in creation order: two queries, whatever the size."""
     runs = list(s.scalars(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.created_at, Run.id)))
+    return _summaries(s, runs)
+
+
+def run_summary(s: Session, run_id: str) -> RunSummary:
+    """One run as :func:`sweep_runs` describes it (``NotFound`` if there is none)."""
+    return _summaries(s, [get_run(s, run_id)])[0]
+
+
+def _summaries(s: Session, runs: list[Run]) -> list[RunSummary]:
     if not runs:
         return []
+    ids = [run.id for run in runs]
     per_run = (
         select(
             EpochMetric.run_id.label("run_id"),
             func.max(EpochMetric.epoch).label("epoch"),
             func.avg(EpochMetric.seconds).label("mean_seconds"),
         )
-        .join(Run, Run.id == EpochMetric.run_id)
-        .where(Run.sweep_id == sweep_id)
+        .where(EpochMetric.run_id.in_(ids))
         .group_by(EpochMetric.run_id)
         .subquery()
     )
@@ -510,6 +534,8 @@ def sweep_runs(s: Session, sweep_id: str) -> list[RunSummary]:
                 error=run.error,
                 spec=run.spec,
                 seed=run.seed,
+                sweep_id=run.sweep_id,
+                traceback=run.traceback,
                 **extra,
             )
         )

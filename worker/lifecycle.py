@@ -1,4 +1,8 @@
-"""Worker-process signals: the worker's own heartbeat row, the reaper timer, and the shutdown flag."""
+"""Worker-process signals: the worker's own heartbeat row, the reaper timer, and the shutdown flag.
+
+Task processes are forked from this one; they never reuse its database connections because
+``storage.db`` caches engines per process id.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ import socket
 import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from storage import repository as repo
-from storage.db import get_database, reset_databases
+from storage.db import get_database
 from worker import shutdown
 from worker.reaper import reap
 
@@ -72,9 +76,3 @@ def _on_shutdown(sender: Any, **_: Any) -> None:
             repo.stop_worker(s, sender.hostname)
     except Exception:  # noqa: BLE001 - shutting down anyway
         log.warning("could not mark worker stopped", exc_info=True)
-
-
-@worker_process_init.connect
-def _on_child_start(**_: Any) -> None:
-    # A forked task process must not share its parent's database connections.
-    reset_databases()

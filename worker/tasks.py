@@ -19,7 +19,7 @@ from storage.artifacts import ArtifactStore
 from storage.config import Settings
 from storage.db import Database, get_database
 from storage.errors import NotFound
-from storage.models import RunKind, RunStatus
+from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
 from worker import shutdown
 from worker.context import RunContext, StopReason
 from worker.dispatch import dispatch_ready, fail_blocked, send_run
@@ -42,14 +42,19 @@ def _device(kind: RunKind, settings: Settings) -> str:
     return describe_device()
 
 
-def _wait_for_dependencies(db: Database, run_id: str) -> str | None:
-    """None when every dependency succeeded; else why the run cannot start now."""
+def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | None:
+    """None when the run may start; else why it cannot start now.
+
+    A training or visualization needs its dependencies to have succeeded; a report only needs them to
+    have ended, because a partial sweep is reported, not refused.
+    """
     with db.session() as s:
         dependencies = repo.dependencies_of(s, run_id)
-        if any(d.status in (RunStatus.FAILED, RunStatus.CANCELLED) for d in dependencies):
+        if kind != RunKind.REPORT and any(d.status in (RunStatus.FAILED, RunStatus.CANCELLED) for d in dependencies):
             fail_blocked(s)
             return "a dependency failed"
-        pending = [d.id for d in dependencies if d.status != RunStatus.SUCCEEDED]
+        done = TERMINAL_STATUSES if kind == RunKind.REPORT else {RunStatus.SUCCEEDED}
+        pending = [d.id for d in dependencies if d.status not in done]
         if pending:
             # Do not hold a worker: forget the message; the run is sent again when its dependencies end.
             repo.clear_enqueued(s, run_id)
@@ -69,7 +74,7 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
     except NotFound:
         log.error("message for unknown run %s dropped", run_id)
         return f"{run_id} unknown"
-    blocked = _wait_for_dependencies(db, run_id)
+    blocked = _wait_for_dependencies(db, run_id, kind)
     if blocked:
         return f"{run_id} not started: {blocked}"
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator.errors import OrchestratorError, ServiceUnavailable, UserError
+from orchestrator.errors import OrchestratorError, UserError
 from storage.config import Settings, SettingsError, load_settings, mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,15 +92,33 @@ def submit() -> None:
 
 def _common_submit_options(fn: F) -> F:
     options = [
-        click.option("--profile", default="paper", show_default=True,
-                     help="paper (the seed exactly), quick (minutes on a CPU) or smoke (tests)."),
-        click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-                     help="Override a profile value, e.g. --set epochs=10 (repeatable)."),
-        click.option("--seed", "base_seed", default=0, show_default=True, type=int,
-                     help="Seed of the first repetition; repetitions use seed, seed+1, ..."),
+        click.option(
+            "--profile",
+            default="paper",
+            show_default=True,
+            help="paper (the seed exactly), quick (minutes on a CPU) or smoke (tests).",
+        ),
+        click.option(
+            "--set",
+            "assignments",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a profile value, e.g. --set epochs=10 (repeatable).",
+        ),
+        click.option(
+            "--seed",
+            "base_seed",
+            default=0,
+            show_default=True,
+            type=int,
+            help="Seed of the first repetition; repetitions use seed, seed+1, ...",
+        ),
         click.option("--force", is_flag=True, help="Run even when an identical run already succeeded."),
-        click.option("--wait/--no-wait", default=None,
-                     help="Follow progress until done (default: wait on the embedded broker, not on Redis)."),
+        click.option(
+            "--wait/--no-wait",
+            default=None,
+            help="Follow progress until done (default: wait on the embedded broker, not on Redis).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -110,12 +128,24 @@ def _common_submit_options(fn: F) -> F:
 @submit.command("all")
 @_common_submit_options
 @click.option("--seeds", default=1, show_default=True, type=int, help="Repetitions of each training regime.")
-@click.option("--image", type=click.Path(path_type=Path), default=None,
-              help="The natural photo to visualize (default: matplotlib's grace_hopper.jpg).")
+@click.option(
+    "--image",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The natural photo to visualize (default: matplotlib's grace_hopper.jpg).",
+)
 @pass_cli
 @handle_errors
-def submit_all(cli: CliContext, profile: str, assignments: tuple[str, ...], base_seed: int, force: bool,
-               wait: bool | None, seeds: int, image: Path | None) -> None:
+def submit_all(
+    cli: CliContext,
+    profile: str,
+    assignments: tuple[str, ...],
+    base_seed: int,
+    force: bool,
+    wait: bool | None,
+    seeds: int,
+    image: Path | None,
+) -> None:
     """The seed's whole plan: three trainings, three visualizations, one report."""
     from orchestrator import submit as flow
     from orchestrator.plans import plan_all
@@ -124,8 +154,9 @@ def submit_all(cli: CliContext, profile: str, assignments: tuple[str, ...], base
     photo = image or flow.default_photo()
     flow.check_image(photo)
     plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
-    flow.submit_plan(cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force,
-                     wait=wait, photo=photo)
+    flow.submit_plan(
+        cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait, photo=photo
+    )
 
 
 @submit.command("train")
@@ -134,8 +165,16 @@ def submit_all(cli: CliContext, profile: str, assignments: tuple[str, ...], base
 @click.option("--seeds", default=1, show_default=True, type=int, help="Repetitions.")
 @pass_cli
 @handle_errors
-def submit_train(cli: CliContext, profile: str, assignments: tuple[str, ...], base_seed: int, force: bool,
-                 wait: bool | None, regime: str, seeds: int) -> None:
+def submit_train(
+    cli: CliContext,
+    profile: str,
+    assignments: tuple[str, ...],
+    base_seed: int,
+    force: bool,
+    wait: bool | None,
+    regime: str,
+    seeds: int,
+) -> None:
     """One training regime (x seeds)."""
     from orchestrator import submit as flow
     from orchestrator.plans import plan_train
@@ -147,13 +186,27 @@ def submit_train(cli: CliContext, profile: str, assignments: tuple[str, ...], ba
 
 @submit.command("visualize")
 @_common_submit_options
-@click.option("--image", "images", multiple=True, default=("random",), show_default=True,
-              help="random, sine or a path to a photo (repeatable).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    default=("random",),
+    show_default=True,
+    help="random, sine or a path to a photo (repeatable).",
+)
 @click.option("--source", default="imagenet", show_default=True, help="Network weights: imagenet or none.")
 @pass_cli
 @handle_errors
-def submit_visualize(cli: CliContext, profile: str, assignments: tuple[str, ...], base_seed: int, force: bool,
-                     wait: bool | None, images: tuple[str, ...], source: str) -> None:
+def submit_visualize(
+    cli: CliContext,
+    profile: str,
+    assignments: tuple[str, ...],
+    base_seed: int,
+    force: bool,
+    wait: bool | None,
+    images: tuple[str, ...],
+    source: str,
+) -> None:
     """Gradient-ascent visualizations without training first."""
     from orchestrator import submit as flow
     from orchestrator.plans import plan_visualize
@@ -163,8 +216,16 @@ def submit_visualize(cli: CliContext, profile: str, assignments: tuple[str, ...]
     for photo in photos:
         flow.check_image(photo)
     plan = plan_visualize(values, images=list(images), seed=base_seed, source=source)
-    flow.submit_plan(cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait,
-                     photo=photos[0] if photos else None)
+    flow.submit_plan(
+        cli.settings,
+        cli.db,
+        plan,
+        profile=profile,
+        overrides=overrides,
+        force=force,
+        wait=wait,
+        photo=photos[0] if photos else None,
+    )
 
 
 # ---------------------------------------------------------------- status, cancel, retry
@@ -187,12 +248,25 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
         if as_json:
             click.echo(json.dumps(detail, indent=2, default=str))
         else:
-            for key in ("id", "kind", "label", "status", "epoch", "epochs", "val_accuracy", "attempts", "worker",
-                        "device", "error"):
+            for key in (
+                "id",
+                "kind",
+                "label",
+                "status",
+                "epoch",
+                "epochs",
+                "val_accuracy",
+                "attempts",
+                "worker",
+                "device",
+                "error",
+            ):
                 click.echo(f"{key:>13}: {detail.get(key)}")
             for h in detail["history"]:
-                click.echo(f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-                           f"val_acc {h['val_accuracy'] if h['val_accuracy'] is not None else float('nan'):.4f}")
+                click.echo(
+                    f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
+                    f"val_acc {h['val_accuracy'] if h['val_accuracy'] is not None else float('nan'):.4f}"
+                )
         return
     sweep_id = resolve_sweep(db, target)
     console = Console()
@@ -201,7 +275,9 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
         return
     rows = monitor.sweep_rows(db, sweep_id)
     if as_json:
-        click.echo(json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str))
+        click.echo(
+            json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str)
+        )
     else:
         console.print(monitor.render_table(sweep_id, rows))
 
@@ -309,7 +385,9 @@ def db_upgrade(cli: CliContext) -> None:
     from storage.db import current_revision, upgrade
 
     upgrade(cli.settings.database_url)
-    click.echo(f"{mask_url(cli.settings.database_url)} at revision {current_revision(cli.settings.database_url)}")
+    click.echo(
+        f"{mask_url(cli.settings.database_url)} at revision {current_revision(cli.settings.database_url)}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ from storage.db import Database
 from storage.models import TERMINAL_STATUSES, RunStatus
 
 STATUS_STYLE = {
-    "queued": "dim", "running": "cyan", "succeeded": "green", "failed": "bold red", "cancelled": "yellow",
+    "queued": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
     "cached": "green",
 }
 
@@ -41,9 +45,18 @@ class RunRow:
 
     def to_json(self) -> dict[str, Any]:
         record = {
-            "id": self.id, "kind": self.kind, "status": self.status, "epoch": self.epoch, "epochs": self.epochs,
-            "val_accuracy": self.val_accuracy, "eta_seconds": self.eta_seconds, "attempts": self.attempts,
-            "worker": self.worker, "device": self.device, "error": self.error, "reused_run_id": self.reused_run_id,
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "val_accuracy": self.val_accuracy,
+            "eta_seconds": self.eta_seconds,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "device": self.device,
+            "error": self.error,
+            "reused_run_id": self.reused_run_id,
             "label": self.label,
         }
         if self.kind == "train":
@@ -60,9 +73,19 @@ def _row(summary: Any, source: Any) -> RunRow:
     if status == "running" and source.seconds_per_epoch and epochs:
         eta = source.seconds_per_epoch * max(0, epochs - epoch)
     return RunRow(
-        id=summary.id, kind=str(summary.kind), label=summary.label, status=status, epoch=epoch, epochs=epochs,
-        val_accuracy=source.val_accuracy, eta_seconds=eta, worker=source.worker, device=source.device,
-        attempts=summary.attempts, error=summary.error, reused_run_id=summary.reused_run_id,
+        id=summary.id,
+        kind=str(summary.kind),
+        label=summary.label,
+        status=status,
+        epoch=epoch,
+        epochs=epochs,
+        val_accuracy=source.val_accuracy,
+        eta_seconds=eta,
+        worker=source.worker,
+        device=source.device,
+        attempts=summary.attempts,
+        error=summary.error,
+        reused_run_id=summary.reused_run_id,
     )
 
 
@@ -90,8 +113,14 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
         record["traceback"] = summary.traceback
         record["history"] = [
             {
-                "epoch": m.epoch, "phase": m.phase, "loss": m.loss, "accuracy": m.accuracy, "val_loss": m.val_loss,
-                "val_accuracy": m.val_accuracy, "lr": m.lr, "seconds": m.seconds,
+                "epoch": m.epoch,
+                "phase": m.phase,
+                "loss": m.loss,
+                "accuracy": m.accuracy,
+                "val_loss": m.val_loss,
+                "val_accuracy": m.val_accuracy,
+                "lr": m.lr,
+                "seconds": m.seconds,
                 "images_per_second": m.images_per_second,
             }
             for m in repo.metric_history(s, source.id)
@@ -107,22 +136,49 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def render_table(sweep_id: str, rows: list[RunRow]) -> Table:
     table = Table(title=f"sweep {sweep_id}", title_justify="left", expand=False)
-    for column in ("run", "kind", "what", "status", "progress", "epoch", "val acc", "ETA", "worker", "device", "tries"):
+    for column in (
+        "run",
+        "kind",
+        "what",
+        "status",
+        "progress",
+        "epoch",
+        "val acc",
+        "ETA",
+        "worker",
+        "device",
+        "tries",
+    ):
         table.add_column(column, no_wrap=column != "device")
     for r in rows:
         done = r.epochs if r.status in ("succeeded", "cached") and r.kind != "train" else r.epoch
         total = r.epochs or 1
-        bar = ProgressBar(total=total, completed=min(done if r.epochs else int(r.status in ("succeeded", "cached")), total), width=16)
+        bar = ProgressBar(
+            total=total,
+            completed=min(done if r.epochs else int(r.status in ("succeeded", "cached")), total),
+            width=16,
+        )
         table.add_row(
-            r.id, r.kind, r.label, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", bar,
+            r.id,
+            r.kind,
+            r.label,
+            f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+            bar,
             f"{r.epoch}/{r.epochs}" if r.epochs else "",
-            f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "", _duration(r.eta_seconds),
-            r.worker or "", r.device or "", str(r.attempts),
+            f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "",
+            _duration(r.eta_seconds),
+            r.worker or "",
+            r.device or "",
+            str(r.attempts),
         )
     failed = [r for r in rows if r.status == "failed" and r.error]
     for r in failed:
@@ -131,8 +187,13 @@ def render_table(sweep_id: str, rows: list[RunRow]) -> Table:
 
 
 def watch(
-    db: Database, sweep_id: str, console: Console, *, interval: float = 1.0,
-    until: Callable[[list[RunRow]], bool] = all_finished, timeout: float | None = None,
+    db: Database,
+    sweep_id: str,
+    console: Console,
+    *,
+    interval: float = 1.0,
+    until: Callable[[list[RunRow]], bool] = all_finished,
+    timeout: float | None = None,
 ) -> list[RunRow]:
     """Redraw the sweep's table until ``until(rows)`` holds (by default: every run has ended)."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -148,8 +209,13 @@ def watch(
 
 
 def _watch_plain(
-    db: Database, sweep_id: str, console: Console, interval: float,
-    until: Callable[[list[RunRow]], bool], deadline: float | None, rows: list[RunRow],
+    db: Database,
+    sweep_id: str,
+    console: Console,
+    interval: float,
+    until: Callable[[list[RunRow]], bool],
+    deadline: float | None,
+    rows: list[RunRow],
 ) -> list[RunRow]:
     """Not a terminal (a log, CI): one line per change instead of a redrawn table."""
     seen: dict[str, tuple[str, int]] = {}
@@ -161,7 +227,9 @@ def _watch_plain(
                 acc = f" val_acc={r.val_accuracy:.3f}" if r.val_accuracy is not None else ""
                 epoch = f" epoch {r.epoch}/{r.epochs}" if r.epochs else ""
                 stamp = datetime.now(UTC).strftime("%H:%M:%S")
-                console.print(f"{stamp} {r.id} {r.kind:9} {r.label:9} {r.status}{epoch}{acc}", highlight=False)
+                console.print(
+                    f"{stamp} {r.id} {r.kind:9} {r.label:9} {r.status}{epoch}{acc}", highlight=False
+                )
         if until(rows) or (deadline is not None and time.monotonic() >= deadline):
             return rows
         time.sleep(interval)

@@ -62,7 +62,11 @@ def visualize_spec(profile: Profile, image: str, seed: int, source: str = "check
 def _train_run(profile: Profile, regime: str, seed: int) -> PlannedRun:
     spec = train_spec(profile, regime, seed)
     return PlannedRun(
-        key=f"train/{regime}/s{seed}", kind=RunKind.TRAIN, label=regime, spec=spec.to_dict(), seed=seed,
+        key=f"train/{regime}/s{seed}",
+        kind=RunKind.TRAIN,
+        label=regime,
+        spec=spec.to_dict(),
+        seed=seed,
         total_epochs=spec.total_epochs,
     )
 
@@ -71,11 +75,17 @@ def image_label(image: str) -> str:
     return image if image in ("random", "sine") else "photo"
 
 
-def _visualize_run(profile: Profile, image: str, seed: int, depends_on: str | None, source: str) -> PlannedRun:
+def _visualize_run(
+    profile: Profile, image: str, seed: int, depends_on: str | None, source: str
+) -> PlannedRun:
     spec = visualize_spec(profile, image, seed, source)
     label = image_label(image)
     return PlannedRun(
-        key=f"visualize/{label}", kind=RunKind.VISUALIZE, label=label, spec=spec.to_dict(), seed=seed,
+        key=f"visualize/{label}",
+        kind=RunKind.VISUALIZE,
+        label=label,
+        spec=spec.to_dict(),
+        seed=seed,
         depends_on=(depends_on,) if depends_on else (),
     )
 
@@ -85,7 +95,10 @@ def plan_all(profile: Profile, *, seeds: int, base_seed: int, photo: str) -> Pla
         raise SpecError("--seeds", f"must be between 1 and 100, got {seeds}")
     runs = [_train_run(profile, regime, base_seed + i) for regime in REGIMES for i in range(seeds)]
     model_key = f"train/{VISUALIZED_REGIME}/s{base_seed}"
-    runs += [_visualize_run(profile, image, base_seed, model_key, "checkpoint") for image in ("random", "sine", photo)]
+    runs += [
+        _visualize_run(profile, image, base_seed, model_key, "checkpoint")
+        for image in ("random", "sine", photo)
+    ]
     return Plan(name="all", runs=tuple(runs))
 
 
@@ -94,7 +107,11 @@ def plan_train(profile: Profile, *, regime: str, seeds: int, base_seed: int) -> 
         raise SpecError("--regime", f"must be one of {', '.join(REGIMES)}; got {regime!r}")
     if seeds < 1 or seeds > 100:
         raise SpecError("--seeds", f"must be between 1 and 100, got {seeds}")
-    return Plan(name="train", runs=tuple(_train_run(profile, regime, base_seed + i) for i in range(seeds)), report=False)
+    return Plan(
+        name="train",
+        runs=tuple(_train_run(profile, regime, base_seed + i) for i in range(seeds)),
+        report=False,
+    )
 
 
 def plan_visualize(profile: Profile, *, images: list[str], seed: int, source: str) -> Plan:
@@ -110,6 +127,11 @@ def plan_visualize(profile: Profile, *, images: list[str], seed: int, source: st
 def report_run(sweep_id: str, depends_on: tuple[str, ...]) -> PlannedRun:
     spec = ReportSpec(sweep_id=sweep_id)
     return PlannedRun(
-        key="report", kind=RunKind.REPORT, label="report", spec=spec.to_dict(), seed=0,
-        depends_on=depends_on, cacheable=False,
+        key="report",
+        kind=RunKind.REPORT,
+        label="report",
+        spec=spec.to_dict(),
+        seed=0,
+        depends_on=depends_on,
+        cacheable=False,
     )

@@ -37,7 +37,8 @@ def cancel_run(db: Any, run_id: str) -> list[str]:
     with db.session() as s:
         outcome = repo.request_cancel(s, run_id)
         lines.append(
-            f"{run_id}: cancelled" if outcome == RunStatus.CANCELLED
+            f"{run_id}: cancelled"
+            if outcome == RunStatus.CANCELLED
             else f"{run_id}: will stop at the end of its current epoch"
         )
         for child in _descendants(s, run_id):
@@ -56,7 +57,9 @@ def retry_run(settings: Settings, db: Any, run_id: str) -> list[str]:
     with db.session() as s:
         run = repo.get_run(s, run_id)
         if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise UserError(f"retry {run_id}: only failed or cancelled runs can be retried; it is {run.status}")
+            raise UserError(
+                f"retry {run_id}: only failed or cancelled runs can be retried; it is {run.status}"
+            )
         repo.retry_run(s, run_id)
         lines.append(f"{run_id}: queued again (resumes from its last checkpoint)")
         for child in _descendants(s, run_id):

@@ -36,9 +36,13 @@ def live_workers(settings: Settings, db: Any) -> list[str]:
     with db.session() as s:
         for w in repo.live_workers(s, within_seconds=within):
             held = repo.runs_held_by(s, w.name)
-            doing = ", ".join(f"{r.id} ({r.kind} {r.label}, epoch {r.last_epoch}/{r.total_epochs})" for r in held)
+            doing = ", ".join(
+                f"{r.id} ({r.kind} {r.label}, epoch {r.last_epoch}/{r.total_epochs})" for r in held
+            )
             seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
-            lines.append(f"{w.name}  {w.device}  slots={w.slots}  seen {seen:.0f}s ago  running: {doing or 'nothing'}")
+            lines.append(
+                f"{w.name}  {w.device}  slots={w.slots}  seen {seen:.0f}s ago  running: {doing or 'nothing'}"
+            )
     return lines
 
 

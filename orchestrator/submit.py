@@ -77,7 +77,9 @@ def create_sweep(
     force: bool,
     max_attempts: int,
 ) -> Submitted:
-    sweep = repo.create_sweep(s, plan=plan.name, profile=profile_name, overrides=overrides, code_version=code_version)
+    sweep = repo.create_sweep(
+        s, plan=plan.name, profile=profile_name, overrides=overrides, code_version=code_version
+    )
     run_ids: dict[str, str] = {}
     hashes: dict[str, str] = {}
     reused: list[str] = []
@@ -123,7 +125,8 @@ def _stage_photos(store: ArtifactStore, plan: Plan, photo: Path | None) -> Plan:
         return plan
     staged = stage_image(store, photo)
     runs = tuple(
-        replace(r, spec=dict(r.spec, image=staged)) if r.spec.get("image") == str(photo) else r for r in plan.runs
+        replace(r, spec=dict(r.spec, image=staged)) if r.spec.get("image") == str(photo) else r
+        for r in plan.runs
     )
     return replace(plan, runs=runs)
 
@@ -152,12 +155,19 @@ def submit_plan(
     plan = _stage_photos(ArtifactStore(settings.artifacts_dir), plan, photo)
     with db.session() as s:
         submitted = create_sweep(
-            s, plan, profile_name=profile, overrides=overrides, code_version=code_version(),
-            force=force, max_attempts=settings.max_attempts,
+            s,
+            plan,
+            profile_name=profile,
+            overrides=overrides,
+            code_version=code_version(),
+            force=force,
+            max_attempts=settings.max_attempts,
         )
     console.print(f"sweep {submitted.sweep_id}", highlight=False)
     if submitted.reused:
-        console.print(f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them")
+        console.print(
+            f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them"
+        )
     with db.session() as s:
         dispatch_ready(app, s)
     if wait is None:

@@ -17,9 +17,15 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "CONVLAB_BROKER_URL": ("", "unset: an embedded filesystem broker under $CONVLAB_HOME/broker"),
     "CONVLAB_CIFAR10": ("", "unset: Keras's own cifar10.load_data() (downloads once into the Keras cache)"),
     "CONVLAB_WEIGHTS_DIR": ("", "unset: Keras's cache/download for ImageNet weights"),
-    "CONVLAB_LEASE_SECONDS": ("60", "a run whose heartbeat is older than this is taken over by another worker"),
+    "CONVLAB_LEASE_SECONDS": (
+        "60",
+        "a run whose heartbeat is older than this is taken over by another worker",
+    ),
     "CONVLAB_HEARTBEAT_SECONDS": ("10", "how often a running task proves it is alive (well under the lease)"),
-    "CONVLAB_MAX_ATTEMPTS": ("3", "a run that loses its worker this many times is failed, not retried forever"),
+    "CONVLAB_MAX_ATTEMPTS": (
+        "3",
+        "a run that loses its worker this many times is failed, not retried forever",
+    ),
     # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
     "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
     "CONVLAB_WORKER_SLOTS": ("1", "how many tasks the worker runs at once"),

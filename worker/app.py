@@ -77,4 +77,3 @@ def check_broker(app: Celery, timeout: float = 3.0) -> None:
     """Raise ``OSError``-like errors if the broker cannot be reached, before anything is written."""
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-

@@ -50,7 +50,9 @@ class RunContext:
         """Write an artifact of this run atomically and record it with its checksum."""
         stored = self.store.write_bytes(f"{self.run_dir()}/{name}", data)
         with self.db.session() as s:
-            repo.add_artifact(s, self.run_id, kind=kind, path=stored.path, sha256=stored.sha256, size=stored.size)
+            repo.add_artifact(
+                s, self.run_id, kind=kind, path=stored.path, sha256=stored.sha256, size=stored.size
+            )
         return stored.path
 
     def register_file(self, relpath: str, kind: ArtifactKind) -> None:

@@ -40,6 +40,7 @@ def describe_device() -> str:
     except Exception:  # noqa: BLE001 - a device query must never fail a run
         names = []
     if names:
-        return f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
+        return (
+            f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
+        )
     return f"CPU {_cpu_name()} ({backend})"
-

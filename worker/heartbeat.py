@@ -43,6 +43,8 @@ class RunHeartbeat:
                 log.warning("heartbeat for %s failed; retrying", self._run_id, exc_info=True)
                 continue
             if not held:
-                log.warning("run %s is no longer held by %s; stopping at the next epoch", self._run_id, self._worker)
+                log.warning(
+                    "run %s is no longer held by %s; stopping at the next epoch", self._run_id, self._worker
+                )
                 self.lost.set()
                 return

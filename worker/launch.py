@@ -43,7 +43,11 @@ def worker_launch(
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # the task processes see exactly one GPU, as index 0
         device = f"GPU {gpu}"
     else:
-        device = "CPU" if env.get("CUDA_VISIBLE_DEVICES", "") in ("", "-1") else f"GPU {env['CUDA_VISIBLE_DEVICES']}"
+        device = (
+            "CPU"
+            if env.get("CUDA_VISIBLE_DEVICES", "") in ("", "-1")
+            else f"GPU {env['CUDA_VISIBLE_DEVICES']}"
+        )
     if slots > 1:
         # Several task processes share one GPU: each takes memory as it needs it instead of all of it.
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
@@ -53,15 +57,28 @@ def worker_launch(
     label = f"gpu{gpu}" if gpu is not None else "cpu"
     node = name or f"{label}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker.main", "worker",
-        "--pool", "prefork",
-        "--concurrency", str(slots),
-        "--max-tasks-per-child", "1",
-        "--prefetch-multiplier", "1",
-        "--queues", QUEUE,
-        "--hostname", node,
-        "--loglevel", loglevel,
-        "--without-gossip", "--without-mingle",  # peers are tracked in the database, not by chatter
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.main",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(slots),
+        "--max-tasks-per-child",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "--queues",
+        QUEUE,
+        "--hostname",
+        node,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",  # peers are tracked in the database, not by chatter
         "--task-events",
     ]
     return WorkerLaunch(argv=argv, env=env, name=node)

@@ -56,7 +56,9 @@ def _on_ready(sender: Any, **_: Any) -> None:
             device=settings.worker_device or "CPU",
             slots=settings.worker_slots,
         )
-    threading.Thread(target=_maintenance_loop, args=(app, name), name="convlab-maintenance", daemon=True).start()
+    threading.Thread(
+        target=_maintenance_loop, args=(app, name), name="convlab-maintenance", daemon=True
+    ).start()
 
 
 @worker_shutting_down.connect

@@ -50,7 +50,9 @@ def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | No
     """
     with db.session() as s:
         dependencies = repo.dependencies_of(s, run_id)
-        if kind != RunKind.REPORT and any(d.status in (RunStatus.FAILED, RunStatus.CANCELLED) for d in dependencies):
+        if kind != RunKind.REPORT and any(
+            d.status in (RunStatus.FAILED, RunStatus.CANCELLED) for d in dependencies
+        ):
             fail_blocked(s)
             return "a dependency failed"
         done = TERMINAL_STATUSES if kind == RunKind.REPORT else {RunStatus.SUCCEEDED}
@@ -80,11 +82,15 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
 
     device = settings.worker_device or _device(kind, settings)
     with db.session() as s:
-        claimed = repo.claim_run(s, run_id, worker=worker_name, device=device, lease_seconds=settings.lease_seconds)
+        claimed = repo.claim_run(
+            s, run_id, worker=worker_name, device=device, lease_seconds=settings.lease_seconds
+        )
         if claimed is None:
             return f"{run_id} is held by another worker or finished"
         if claimed.attempts > claimed.max_attempts:
-            repo.fail_run(s, run_id, f"gave up after {claimed.max_attempts} attempts (the worker was lost each time)")
+            repo.fail_run(
+                s, run_id, f"gave up after {claimed.max_attempts} attempts (the worker was lost each time)"
+            )
             fail_blocked(s)
             return f"{run_id} failed: attempts exhausted"
         spec, sweep_id = dict(claimed.spec), claimed.sweep_id
@@ -107,8 +113,12 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
             log.exception("run %s failed", run_id)
             with db.session() as s:
                 repo.finish_run(
-                    s, run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                    traceback=traceback.format_exc(), worker=worker_name,
+                    s,
+                    run_id,
+                    RunStatus.FAILED,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                    worker=worker_name,
                 )
                 fail_blocked(s)
             return f"{run_id} failed"

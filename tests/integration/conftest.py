@@ -70,7 +70,9 @@ def redis_broker(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def server_stack(tmp_path: Path, tiny_data: dict[str, str], pg_database: str, redis_broker: str) -> Iterator[Stack]:
+def server_stack(
+    tmp_path: Path, tiny_data: dict[str, str], pg_database: str, redis_broker: str
+) -> Iterator[Stack]:
     """Redis broker + PostgreSQL database, the production set-up."""
     env = base_env(tmp_path, tiny_data)
     env.update(CONVLAB_DATABASE_URL=pg_database, CONVLAB_BROKER_URL=redis_broker)

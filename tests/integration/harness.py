@@ -36,17 +36,28 @@ class Stack:
         db.ensure_schema()
         return db
 
-    def orchestrator(self, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def orchestrator(
+        self, *args: str, timeout: float = 300, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=check,
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
         )
 
     def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "worker", "--name", f"{name}@test", *extra],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers.append(proc)
         return proc
@@ -63,14 +74,16 @@ class Stack:
 
 
 def kill_worker(proc: subprocess.Popen[bytes], sig: int) -> None:
-    """SIGKILL: the whole worker (main process and children). SIGTERM: the main process only, as docker does."""
+    """SIGKILL: the whole worker (main process and children). SIGTERM: the main process only, like docker."""
     if sig == signal.SIGKILL:
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.send_signal(sig)
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, on_timeout: Callable[[], str] = str) -> T:
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float, what: str, on_timeout: Callable[[], str] = str
+) -> T:
     """Poll ``check`` until it returns something truthy, or fail naming what was awaited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -88,6 +101,11 @@ def run_state(db: Database, run_id: str) -> dict[str, Any]:
         run = repo.get_run(s, run_id)
         epochs = [m.epoch for m in repo.metric_history(s, run_id)]
         return {
-            "status": str(run.status), "attempts": run.attempts, "last_epoch": run.last_epoch, "epochs": epochs,
-            "worker": run.worker, "error": run.error, "artifacts": [a.path for a in repo.artifacts_of(s, run_id)],
+            "status": str(run.status),
+            "attempts": run.attempts,
+            "last_epoch": run.last_epoch,
+            "epochs": epochs,
+            "worker": run.worker,
+            "error": run.error,
+            "artifacts": [a.path for a in repo.artifacts_of(s, run_id)],
         }

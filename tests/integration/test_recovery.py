@@ -17,7 +17,9 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def submit_training(stack: Stack, *extra: str, regime: str = "imagenet") -> str:
-    result = stack.orchestrator("submit", "train", "--regime", regime, "--profile", "smoke", "--no-wait", *extra)
+    result = stack.orchestrator(
+        "submit", "train", "--regime", regime, "--profile", "smoke", "--no-wait", *extra
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
     status = stack.orchestrator("status", sweep_id, "--json", check=True)
@@ -34,8 +36,12 @@ def _finished(stack: Stack, run_id: str):  # noqa: ANN202
 def test_training_succeeds_with_metrics_device_and_artifacts(server_stack: Stack) -> None:
     run_id = submit_training(server_stack, regime="finetune")
     server_stack.start_worker("w1")
-    state = wait_for(lambda: _finished(server_stack, run_id), timeout=240, what="the run to end",
-                     on_timeout=lambda: server_stack.log_of("w1"))
+    state = wait_for(
+        lambda: _finished(server_stack, run_id),
+        timeout=240,
+        what="the run to end",
+        on_timeout=lambda: server_stack.log_of("w1"),
+    )
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2]  # smoke finetune: one head epoch, one tune epoch, numbered on
     assert any(p.endswith("checkpoint/model.keras") for p in state["artifacts"])
@@ -48,16 +54,28 @@ def test_sigkill_mid_training_resumes_on_another_worker(server_stack: Stack) -> 
     run_id = submit_training(server_stack, "--set", "epochs=4")
     w1 = server_stack.start_worker("w1")
     db = server_stack.db()
-    wait_for(lambda: run_state(db, run_id)["last_epoch"] >= 1, timeout=180, what="epoch 1",
-             on_timeout=lambda: server_stack.log_of("w1"))
+    wait_for(
+        lambda: run_state(db, run_id)["last_epoch"] >= 1,
+        timeout=180,
+        what="epoch 1",
+        on_timeout=lambda: server_stack.log_of("w1"),
+    )
     killed_at = time.monotonic()
     kill_worker(w1, signal.SIGKILL)  # the whole worker: main process and its task process
     server_stack.start_worker("w2")
-    wait_for(lambda: run_state(db, run_id)["worker"] == "w2@test", timeout=120, what="w2 to take the run over",
-             on_timeout=lambda: server_stack.log_of("w2"))
+    wait_for(
+        lambda: run_state(db, run_id)["worker"] == "w2@test",
+        timeout=120,
+        what="w2 to take the run over",
+        on_timeout=lambda: server_stack.log_of("w2"),
+    )
     resumed_after = time.monotonic() - killed_at
-    state = wait_for(lambda: _finished(server_stack, run_id), timeout=240, what="the run to end",
-                     on_timeout=lambda: server_stack.log_of("w2"))
+    state = wait_for(
+        lambda: _finished(server_stack, run_id),
+        timeout=240,
+        what="the run to end",
+        on_timeout=lambda: server_stack.log_of("w2"),
+    )
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2, 3, 4]  # contiguous, each stored once
     assert state["attempts"] == 2
@@ -68,15 +86,23 @@ def test_sigterm_hands_the_run_back_and_another_worker_finishes_it(server_stack:
     run_id = submit_training(server_stack, "--set", "epochs=4")
     w1 = server_stack.start_worker("w1")
     db = server_stack.db()
-    wait_for(lambda: run_state(db, run_id)["last_epoch"] >= 1, timeout=180, what="epoch 1",
-             on_timeout=lambda: server_stack.log_of("w1"))
+    wait_for(
+        lambda: run_state(db, run_id)["last_epoch"] >= 1,
+        timeout=180,
+        what="epoch 1",
+        on_timeout=lambda: server_stack.log_of("w1"),
+    )
     kill_worker(w1, signal.SIGTERM)  # main process only, like `docker stop`
     w1.wait(timeout=120)
     state = run_state(db, run_id)
     assert state["status"] in ("queued", "succeeded"), state  # handed back (or it had just finished)
     server_stack.start_worker("w2")
-    state = wait_for(lambda: _finished(server_stack, run_id), timeout=240, what="the run to end",
-                     on_timeout=lambda: server_stack.log_of("w1") + server_stack.log_of("w2"))
+    state = wait_for(
+        lambda: _finished(server_stack, run_id),
+        timeout=240,
+        what="the run to end",
+        on_timeout=lambda: server_stack.log_of("w1") + server_stack.log_of("w2"),
+    )
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2, 3, 4]
 
@@ -87,12 +113,22 @@ def test_a_run_that_always_loses_its_worker_fails_after_the_cap(server_stack: St
     db = server_stack.db()
     for attempt in (1, 2):
         worker = server_stack.start_worker(f"w{attempt}")
-        wait_for(lambda a=attempt: run_state(db, run_id)["attempts"] == a and run_state(db, run_id)["status"] == "running",
-                 timeout=180, what=f"attempt {attempt}", on_timeout=lambda a=attempt: server_stack.log_of(f"w{a}"))
+        wait_for(
+            lambda a=attempt: (
+                run_state(db, run_id)["attempts"] == a and run_state(db, run_id)["status"] == "running"
+            ),
+            timeout=180,
+            what=f"attempt {attempt}",
+            on_timeout=lambda a=attempt: server_stack.log_of(f"w{a}"),
+        )
         kill_worker(worker, signal.SIGKILL)
     server_stack.start_worker("w3")  # its reaper finds the stale run at the cap
-    state = wait_for(lambda: _finished(server_stack, run_id), timeout=120, what="the run to be failed",
-                     on_timeout=lambda: server_stack.log_of("w3"))
+    state = wait_for(
+        lambda: _finished(server_stack, run_id),
+        timeout=120,
+        what="the run to be failed",
+        on_timeout=lambda: server_stack.log_of("w3"),
+    )
     assert state["status"] == "failed"
     assert "gave up after 2 attempts" in state["error"]
 
@@ -100,14 +136,22 @@ def test_a_run_that_always_loses_its_worker_fails_after_the_cap(server_stack: St
 def test_redelivered_message_for_a_finished_run_does_nothing(server_stack: Stack) -> None:
     run_id = submit_training(server_stack)
     server_stack.start_worker("w1")
-    state = wait_for(lambda: _finished(server_stack, run_id), timeout=240, what="the run to end",
-                     on_timeout=lambda: server_stack.log_of("w1"))
+    state = wait_for(
+        lambda: _finished(server_stack, run_id),
+        timeout=240,
+        what="the run to end",
+        on_timeout=lambda: server_stack.log_of("w1"),
+    )
     assert state["status"] == "succeeded"
     from worker.app import create_app
     from worker.specs import TASK_TRAIN
 
     create_app(server_stack.settings).send_task(TASK_TRAIN, args=[run_id], queue="convlab")
-    wait_for(lambda: "already succeeded: nothing to do" in server_stack.log_of("w1"), timeout=60,
-             what="the duplicate to be consumed", on_timeout=lambda: server_stack.log_of("w1"))
+    wait_for(
+        lambda: "already succeeded: nothing to do" in server_stack.log_of("w1"),
+        timeout=60,
+        what="the duplicate to be consumed",
+        on_timeout=lambda: server_stack.log_of("w1"),
+    )
     after = run_state(server_stack.db(), run_id)
     assert (after["status"], after["attempts"], after["epochs"]) == ("succeeded", 1, state["epochs"])

@@ -32,9 +32,21 @@ class OwnRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
-             "--save", "", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: self._ping(), timeout=20, what=f"redis on port {self.port}")
 
@@ -65,8 +77,9 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 def test_backlog_survives_a_redis_restart(server_stack: Stack, own_redis: OwnRedis) -> None:
     server_stack.env["CONVLAB_BROKER_URL"] = f"redis://127.0.0.1:{own_redis.port}/0"
-    result = server_stack.orchestrator("submit", "train", "--regime", "scratch", "--seeds", "3",
-                                       "--profile", "smoke", "--no-wait")
+    result = server_stack.orchestrator(
+        "submit", "train", "--regime", "scratch", "--seeds", "3", "--profile", "smoke", "--no-wait"
+    )
     assert result.returncode == 0, result.stderr
     sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
     runs = json.loads(server_stack.orchestrator("status", sweep_id, "--json", check=True).stdout)["runs"]
@@ -79,6 +92,10 @@ def test_backlog_survives_a_redis_restart(server_stack: Stack, own_redis: OwnRed
     server_stack.start_worker("w1")
     db = server_stack.db()
     for run in runs:
-        state = wait_for(lambda r=run: run_state(db, r["id"])["status"] == "succeeded" and run_state(db, r["id"]),
-                         timeout=240, what=f"{run['id']} to succeed", on_timeout=lambda: server_stack.log_of("w1"))
+        state = wait_for(
+            lambda r=run: run_state(db, r["id"])["status"] == "succeeded" and run_state(db, r["id"]),
+            timeout=240,
+            what=f"{run['id']} to succeed",
+            on_timeout=lambda: server_stack.log_of("w1"),
+        )
         assert state["epochs"] == [1]

@@ -34,7 +34,11 @@ def nothing_written(home: Path) -> bool:
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         tables = sa.inspect(conn).get_table_names()
-        counts = [conn.execute(sa.text(f"select count(*) from {t}")).scalar() for t in ("sweeps", "runs") if t in tables]
+        counts = [
+            conn.execute(sa.text(f"select count(*) from {t}")).scalar()
+            for t in ("sweeps", "runs")
+            if t in tables
+        ]
     engine.dispose()
     return not any(counts)
 
@@ -48,7 +52,10 @@ def nothing_written(home: Path) -> bool:
         (["submit", "all", "--profile", "smoke", "--set", "epochs=ten"], "epochs: expected an int"),
         (["submit", "all", "--profile", "smoke", "--set", "epochs=0"], "epochs: must be between 1"),
         (["submit", "all", "--profile", "smoke", "--set", "lr=-1"], "lr: must be > 0"),
-        (["submit", "all", "--profile", "smoke", "--set", "alpha=0.3"], "alpha: must be one of 0.25, 0.5, 0.75, 1.0"),
+        (
+            ["submit", "all", "--profile", "smoke", "--set", "alpha=0.3"],
+            "alpha: must be one of 0.25, 0.5, 0.75, 1.0",
+        ),
         (["submit", "all", "--profile", "smoke", "--set", "input_size=8"], "input_size: must be between 32"),
         (["submit", "all", "--profile", "smoke", "--set", "batch_size=0"], "batch_size: must be between 1"),
         (["submit", "all", "--profile", "smoke", "--seeds", "0"], "--seeds: must be between 1 and 100"),
@@ -56,7 +63,9 @@ def nothing_written(home: Path) -> bool:
         (["submit", "all", "--profile", "smoke", "--image", "/nonexistent/dog.jpg"], "--image: no such file"),
     ],
 )
-def test_bad_submit_input_is_one_line_exit_2_and_writes_nothing(home: Path, args: list[str], expected: str) -> None:
+def test_bad_submit_input_is_one_line_exit_2_and_writes_nothing(
+    home: Path, args: list[str], expected: str
+) -> None:
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -82,7 +91,9 @@ def test_unreachable_broker_exits_1_naming_the_url_and_writes_nothing(
     assert nothing_written(home)
 
 
-def test_unreachable_database_exits_1_with_the_password_masked(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_database_exits_1_with_the_password_masked(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CONVLAB_DATABASE_URL", "postgresql+psycopg://convlab:hunter2@127.0.0.1:1/convlab")
     result = invoke("status")
     assert result.exit_code == 1
@@ -91,8 +102,13 @@ def test_unreachable_database_exits_1_with_the_password_masked(home: Path, monke
 
 @pytest.mark.parametrize(
     "args",
-    [["status", "s-doesnotexist"], ["status", "r-doesnotexist"], ["cancel", "r-doesnotexist"],
-     ["retry", "r-doesnotexist"], ["report", "s-doesnotexist"]],
+    [
+        ["status", "s-doesnotexist"],
+        ["status", "r-doesnotexist"],
+        ["cancel", "r-doesnotexist"],
+        ["retry", "r-doesnotexist"],
+        ["report", "s-doesnotexist"],
+    ],
 )
 def test_unknown_ids_exit_2(home: Path, args: list[str]) -> None:
     result = invoke(*args)

@@ -71,7 +71,9 @@ def test_paper_profile_is_the_seed() -> None:
 
 
 def test_overrides_are_typed() -> None:
-    values = resolve_profile("smoke", {"epochs": "4", "lr": "1e-3", "train_limit": "all", "vis_layers": "a, b"})
+    values = resolve_profile(
+        "smoke", {"epochs": "4", "lr": "1e-3", "train_limit": "all", "vis_layers": "a, b"}
+    )
     assert values["epochs"] == 4 and values["lr"] == 1e-3
     assert values["train_limit"] is None and values["vis_layers"] == ("a", "b")
 

@@ -65,7 +65,7 @@ def build_report(
         written.append((spec, png))
         figure_paths += [png, pdf]
         if spec.placeholder:
-            warnings.append(f"Fig. {spec.number} ({spec.stem}) is a placeholder: data not available")
+            warnings.append(f"Fig. {spec.number} ({spec.stem}) is a placeholder: {spec.missing}")
 
     html_path, md_path = out / "report.html", out / "report.md"
     _write_text(html_path, render_html(data, table, written, warnings))

@@ -30,7 +30,11 @@ class FigureSpec:
     caption: str
     figure: Figure
     runs: tuple[RunInfo, ...]
-    placeholder: bool = False
+    missing: str | None = None  # why this is a placeholder; None for a real figure
+
+    @property
+    def placeholder(self) -> bool:
+        return self.missing is not None
 
 
 def save(spec: FigureSpec, out_dir: Path) -> tuple[Path, Path]:
@@ -124,9 +128,8 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
     if n > 1:
         caption += f" Lines are the mean over up to {n} seeds per regime; the shaded band spans min to max."
     if not drawn:
-        fig = placeholder(_why_missing(runs, "the training curves") if runs else
-                          "not available: this sweep has no training run")
-        return FigureSpec(number, stem, title, caption, fig, runs, placeholder=True)
+        why = _why_missing(runs, "the training curves") if runs else "not available: no training run"
+        return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     if phase is not None:
         ax.axvline(phase, color="0.4", linestyle=":", linewidth=1.2, label=f"FT: head → tune (after {phase - 0.5:.0f})")
     ax.set_xlabel("Epoch")
@@ -172,7 +175,7 @@ def input_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
         why = _why_missing(runs, f"the {kind} image")
         if chosen is not None and chosen.run.status == "succeeded":
             why = f"not available: run {chosen.run.id} succeeded but stored no input.png"
-        return FigureSpec(number, stem, title, caption, placeholder(why), runs, placeholder=True)
+        return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     fig = Figure(figsize=(3.6, 3.6))
     _show(fig.add_subplot(), chosen.input_image, IMAGE_TITLES[kind])
     fig.tight_layout()
@@ -191,7 +194,7 @@ def layers_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
         why = _why_missing(runs, f"the {kind} image")
         if chosen is not None and chosen.run.status == "succeeded":
             why = f"not available: run {chosen.run.id} succeeded but stored no layer images"
-        return FigureSpec(number, stem, title, caption, placeholder(why), runs, placeholder=True)
+        return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     layers = list(chosen.layers[:2]) or sorted(chosen.layer_images)[:2]
     roles = ("antepenultimate", "last")
     fig = Figure(figsize=(7.0, 3.8))

@@ -61,7 +61,8 @@ def _figure(spec: FigureSpec, png: Path, data: ReportData) -> str:
     return (
         f'<figure id="{spec.stem}"{cls}><img src="{data_uri(png)}" alt="{escape(spec.title)}">'
         f"<figcaption><b>Fig. {spec.number}:</b> {escape(spec.caption)}"
-        f" <span class=\"meta\">({escape(spec.stem)}.png / .pdf)</span></figcaption></figure>"
+        + (f' <span class="error">{escape(spec.missing)}</span>' if spec.missing else "")
+        + f' <span class="meta">({escape(spec.stem)}.png / .pdf)</span></figcaption></figure>'
         + _prov(provenance(data, spec.runs))
     )
 

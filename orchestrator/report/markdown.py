@@ -23,7 +23,9 @@ def _figure(spec: FigureSpec, png: Path, data: ReportData) -> str:
     warn = "⚠ " if spec.placeholder else ""
     return (
         f"![Fig. {spec.number}: {spec.title}]({png.name})\n\n"
-        f"{warn}**Fig. {spec.number}:** {spec.caption} ({png.name}, {png.with_suffix('.pdf').name})\n\n"
+        f"{warn}**Fig. {spec.number}:** {spec.caption} ({png.name}, {png.with_suffix('.pdf').name})"
+        + (f" **{spec.missing}**" if spec.missing else "")
+        + "\n\n"
         + _prov(provenance(data, spec.runs))
         + "\n"
     )

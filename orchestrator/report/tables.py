@@ -139,7 +139,7 @@ def conclusions(rows: dict[str, RegimeRow]) -> tuple[Conclusion, ...]:
         gap = f.mean - i.mean
         near = Conclusion(
             "FT ends near ImageNet",
-            abs(gap) <= FT_TOLERANCE_POINTS,
+            abs(gap) <= FT_TOLERANCE_POINTS + 1e-9,  # floating point: 55.0 - 50.0 may be 5.000000000000007
             f"final val. accuracy: FT {f.mean:.1f} % vs ImageNet {i.mean:.1f} % ({gap:+.1f} points; "
             f"'near' means within {FT_TOLERANCE_POINTS:.0f} points)",
         )

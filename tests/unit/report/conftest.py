@@ -54,7 +54,7 @@ class SweepBuilder:
             spec.update(head_epochs=epochs // 3, tune_epochs=epochs - epochs // 3)
         spec.update(spec_extra or {})
         run = Run(
-            id=f"r-{regime[:4]}{seed}x{n:03d}",
+            id=f"r-{self.sweep.id[-4:]}{regime[:4]}{seed}x{n:03d}",
             sweep_id=self.sweep.id,
             kind="train",
             label=regime,
@@ -79,7 +79,8 @@ class SweepBuilder:
             for e in range(1, done + 1):
                 start = 0.38 if regime != "scratch" else 0.1
                 val = start + (target - start) * (1 - math.exp(-4 * e / epochs)) / (1 - math.exp(-4))
-                val += float(rng.normal(0, 0.005))
+                if e != epochs:  # the final value is exact, so tests can craft conclusions
+                    val += float(rng.normal(0, 0.005))
                 phase = "train"
                 if regime == "finetune":
                     phase = "head" if e <= epochs // 3 else "tune"
@@ -107,7 +108,7 @@ class SweepBuilder:
         image = kind if kind in ("random", "sine") else "photos/dog.jpg"
         spec = {"image": image, "seed": 0, "layers": ["conv_pw_12", "conv_pw_13"]}
         run = Run(
-            id=f"r-vis{kind[:3]}{n:03d}",
+            id=f"r-{self.sweep.id[-4:]}vis{kind[:3]}{n:03d}",
             sweep_id=self.sweep.id,
             kind="visualize",
             label=kind,

@@ -1,1 +1,1 @@
-"""convlab's orchestrator: plans, submits and monitors sweeps, and builds their reports (no TensorFlow here)."""
+"""convlab's orchestrator: plans, submits and monitors sweeps, builds their reports (no TensorFlow here)."""

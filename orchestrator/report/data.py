@@ -204,7 +204,9 @@ def _sweep(session: Session, sweep_id: str | None) -> Sweep:
         if sweep is None:
             raise UnknownSweepError(sweep_id)
         return sweep
-    latest = session.scalars(select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(1)).first()
+    latest = session.scalars(
+        select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(1)
+    ).first()
     if latest is None:
         raise NoSweepError()
     return latest

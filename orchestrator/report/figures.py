@@ -102,7 +102,9 @@ def _curves(
         label = f"{REGIME_LABELS.get(regime, regime)} {tag}{status}"
         ax.plot(x, mean, style, color=COLORS.get(regime), label=label, linewidth=1.6)
         if len(with_data) > 1:
-            ax.fill_between(x, np.nanmin(g, axis=0), np.nanmax(g, axis=0), color=COLORS.get(regime), alpha=0.15)
+            ax.fill_between(
+                x, np.nanmin(g, axis=0), np.nanmax(g, axis=0), color=COLORS.get(regime), alpha=0.15
+            )
     phase = next((p for p in (r.phase_change_epoch for r in with_data) if p is not None), None)
     return True, phase
 
@@ -131,14 +133,22 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
         why = _why_missing(runs, "the training curves") if runs else "not available: no training run"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     if phase is not None:
-        ax.axvline(phase, color="0.4", linestyle=":", linewidth=1.2, label=f"FT: head → tune (after {phase - 0.5:.0f})")
+        ax.axvline(
+            phase,
+            color="0.4",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"FT: head → tune (after {phase - 0.5:.0f})",
+        )
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Accuracy [%]" if is_acc else "Loss (categorical cross-entropy)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="lower right" if is_acc else "upper right")
     fig.tight_layout()
     if phase is not None:
-        caption += " The dotted vertical line marks where fine-tuning switches from the head to the whole network."
+        caption += (
+            " The dotted vertical line marks where fine-tuning switches from the head to the whole network."
+        )
     return FigureSpec(number, stem, title, caption, fig, runs)
 
 

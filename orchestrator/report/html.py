@@ -1,4 +1,4 @@
-"""``report.html``: one self-contained file (figures as base64 data URIs, inline CSS, no external requests)."""
+"""``report.html``: one self-contained file (base64 data-URI figures, inline CSS, no external requests)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,9 @@ def _table(table: ResultsTable, data: ReportData) -> str:
         cells = "".join(f"<td>{escape(c)}</td>" for c in row_cells(row, table.comparable))
         body.append(f"<tr>{cells}</tr>")
         for err in row.errors:
-            body.append(f'<tr><td></td><td colspan="{len(TABLE_HEADER) - 1}" class="error">{escape(err)}</td></tr>')
+            body.append(
+                f'<tr><td></td><td colspan="{len(TABLE_HEADER) - 1}" class="error">{escape(err)}</td></tr>'
+            )
     if not table.rows:
         body.append(f'<tr><td colspan="{len(TABLE_HEADER)}">No training runs in this sweep.</td></tr>')
     note_cls = "note ok" if table.comparable else "note"
@@ -89,10 +91,12 @@ def _table(table: ResultsTable, data: ReportData) -> str:
     runs = tuple(t.run for ts in data.train.values() for t in ts)
     return (
         f'<p class="{note_cls}">{escape(table.note)}</p>'
-        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
         "<p>Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
         "Wall time: finished − started, else the sum of the epochs' seconds.</p>"
-        f"<h3>Do the seed's conclusions hold in this sweep?</h3><ul>{''.join(verdicts)}</ul>" + _prov(provenance(data, runs))
+        f"<h3>Do the seed's conclusions hold in this sweep?</h3><ul>{''.join(verdicts)}</ul>"
+        + _prov(provenance(data, runs))
     )
 
 

@@ -1,4 +1,4 @@
-"""Where a figure or table comes from: sweep, runs, spec hashes, seeds, profile, code and Keras, device, dates.
+"""Where a figure or table comes from: sweep, runs, spec hashes, seeds, profile, code, Keras, device, dates.
 
 Keras's version and backend are read from what the worker recorded in the run spec (``keras_version``,
 ``keras_backend``, at the top level or under ``extra``); the report never imports Keras to guess them.

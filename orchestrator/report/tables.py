@@ -39,7 +39,9 @@ class Stat:
     n: int
 
     def text(self) -> str:
-        return f"{self.mean:.1f} ± {self.std:.1f} % (n={self.n})" if self.n > 1 else f"{self.mean:.1f} % (n=1)"
+        return (
+            f"{self.mean:.1f} ± {self.std:.1f} % (n={self.n})" if self.n > 1 else f"{self.mean:.1f} % (n=1)"
+        )
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,12 @@ MakeSweep = Callable[..., SweepBuilder]
 def make_sweep(db: sessionmaker[Session], artifacts_root: Path) -> Iterator[MakeSweep]:
     sessions: list[Session] = []
 
-    def make(sweep_id: str = "s-test000001", profile: str = "paper", overrides: dict | None = None,
-             created_at: datetime = T0) -> SweepBuilder:
+    def make(
+        sweep_id: str = "s-test000001",
+        profile: str = "paper",
+        overrides: dict | None = None,
+        created_at: datetime = T0,
+    ) -> SweepBuilder:
         session = db()
         sessions.append(session)
         sweep = Sweep(

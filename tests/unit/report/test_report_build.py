@@ -60,10 +60,10 @@ def test_fig1_has_train_and_validation_line_per_regime_and_phase_marker(
         data = load_report_data(session, artifacts_root)
     spec = accuracy_figure(data)
     ax = spec.figure.axes[0]
-    labels = [line.get_label() for line in ax.get_lines()]
+    labels = [str(line.get_label()) for line in ax.get_lines()]
     assert sorted(labels[:6]) == sorted(f"{r} {t}" for r in ("Rand.", "Imag.", "FT") for t in ("E", "V"))
     assert len(labels) == 7 and labels[6].startswith("FT: head → tune")
-    assert ax.get_lines()[6].get_xdata()[0] == pytest.approx(20.5)
+    assert np.asarray(ax.get_lines()[6].get_xdata(), dtype=float)[0] == pytest.approx(20.5)
     styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
     assert styles["Rand. E"] == "--" and styles["Rand. V"] == "-"
     assert not ax.collections, "one seed: no min-max band"
@@ -79,12 +79,13 @@ def test_several_seeds_draw_mean_and_min_max_band(
     spec = accuracy_figure(data)
     ax = spec.figure.axes[0]
     assert len(ax.collections) == 6  # a band for E and V of each regime
-    assert len([line for line in ax.get_lines() if not line.get_label().startswith("FT:")]) == 6
+    assert len([line for line in ax.get_lines() if not str(line.get_label()).startswith("FT:")]) == 6
     assert "mean over up to 3 seeds" in spec.caption and "min to max" in spec.caption
     # The mean line lies within its band.
     rand_v = next(line for line in ax.get_lines() if line.get_label() == "Rand. V")
-    band = ax.collections[1].get_paths()[0].vertices[:, 1]
-    assert band.min() <= min(rand_v.get_ydata()) and max(rand_v.get_ydata()) <= band.max()
+    band = np.asarray(ax.collections[1].get_paths()[0].vertices, dtype=float)[:, 1]
+    mean = np.asarray(rand_v.get_ydata(), dtype=float)
+    assert band.min() <= mean.min() and mean.max() <= band.max()
 
 
 def test_partial_sweep_shows_running_curves_errors_and_placeholders(
@@ -136,7 +137,9 @@ def test_placeholder_names_failed_visualization_error(
     text = " ".join(t.get_text() for t in spec.figure.texts).replace("\n", " ")
     assert f"run {photo.id} failed: FileNotFoundError: photos/dog.jpg" in text
     empty = layers_figure(data, 6, "sine")
-    assert "no run for the sine image" in " ".join(t.get_text() for t in empty.figure.texts).replace("\n", " ")
+    assert "no run for the sine image" in " ".join(t.get_text() for t in empty.figure.texts).replace(
+        "\n", " "
+    )
 
 
 def test_unknown_sweep_id_and_empty_database_raise_clear_errors(
@@ -179,7 +182,9 @@ def test_reused_run_reads_the_original_runs_metrics(
     assert f"{reuser.id} [succeeded] (reuses {original.id})" in result.html.read_text()
 
 
-def test_html_is_self_contained(make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path) -> None:
+def test_html_is_self_contained(
+    make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
+) -> None:
     complete_sweep(make_sweep())
     with db() as session:
         html = build_report(session, artifacts_root).html.read_text()

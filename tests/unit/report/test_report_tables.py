@@ -86,7 +86,9 @@ def test_stats_over_seeds_and_seed_difference(
     assert row.devices == ("cpu:0",)
 
 
-def test_paper_profile_is_comparable(make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path) -> None:
+def test_paper_profile_is_comparable(
+    make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
+) -> None:
     complete_sweep(make_sweep(profile="paper"), epochs=6)
     table = _table(db, artifacts_root)
     assert table.comparable and "directly comparable" in table.note
@@ -113,7 +115,9 @@ def test_other_profiles_say_the_comparison_is_indicative(
         assert "holds" in text  # the qualitative findings are still stated
 
 
-def test_missing_regime_cannot_tell(make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path) -> None:
+def test_missing_regime_cannot_tell(
+    make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
+) -> None:
     b = make_sweep()
     b.train("scratch", 0, epochs=5)
     b.train("imagenet", 0, epochs=5, done=2, status="running")

@@ -222,3 +222,17 @@ def test_provenance_under_every_figure_and_table(
     assert "3.6.0" in html and "tensorflow" in html
     assert "not recorded" in html  # visualizations record no Keras version
     assert "epochs=60" in html and "git:abc1234" in html
+
+
+def test_importing_the_package_loads_neither_matplotlib_nor_keras() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orchestrator.report as r; "
+        "print(sorted(m for m in ('matplotlib', 'tensorflow', 'keras', 'celery') if m in sys.modules)); "
+        "r.build_report; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'celery') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "[]"]

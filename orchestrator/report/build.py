@@ -1,0 +1,82 @@
+"""``build_report``: snapshot the sweep once, draw figures 1-8, write ``report.html`` and ``report.md``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from orchestrator.report.data import load_report_data
+from orchestrator.report.figures import FigureSpec, all_figures, save
+from orchestrator.report.html import render_html
+from orchestrator.report.markdown import render_markdown
+from orchestrator.report.tables import results_table
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    sweep_id: str
+    out_dir: Path
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]  # PNG and PDF of each figure, in figure order
+    paths: tuple[Path, ...]  # everything written: figures, report.html, report.md
+    seconds: float
+    warnings: tuple[str, ...]
+
+
+def default_out_dir(artifacts_root: Path, sweep_id: str) -> Path:
+    return artifacts_root / "sweeps" / sweep_id / "report"
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic: a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_report(
+    session: Session,
+    artifacts_root: Path,
+    sweep_id: str | None = None,
+    out_dir: Path | None = None,
+) -> ReportResult:
+    """Build the report of sweep ``sweep_id`` (default: the latest sweep).
+
+    Raises :class:`~orchestrator.report.data.UnknownSweepError` for an unknown id and
+    :class:`~orchestrator.report.data.NoSweepError` when there is no sweep (both are ``ValueError``).
+    """
+    start = time.perf_counter()
+    data = load_report_data(session, artifacts_root, sweep_id)
+    out = out_dir if out_dir is not None else default_out_dir(artifacts_root, data.sweep.id)
+    out.mkdir(parents=True, exist_ok=True)
+    warnings = list(data.warnings)
+
+    table = results_table(data)
+    written: list[tuple[FigureSpec, Path]] = []
+    figure_paths: list[Path] = []
+    for spec in all_figures(data):
+        png, pdf = save(spec, out)
+        spec.figure.clear()  # Agg figures hold their buffers until collected; free them now
+        written.append((spec, png))
+        figure_paths += [png, pdf]
+        if spec.placeholder:
+            warnings.append(f"Fig. {spec.number} ({spec.stem}) is a placeholder: {spec.missing}")
+
+    html_path, md_path = out / "report.html", out / "report.md"
+    _write_text(html_path, render_html(data, table, written, warnings))
+    _write_text(md_path, render_markdown(data, table, written, warnings))
+    return ReportResult(
+        sweep_id=data.sweep.id,
+        out_dir=out,
+        html=html_path,
+        markdown=md_path,
+        figures=tuple(figure_paths),
+        paths=(*figure_paths, html_path, md_path),
+        seconds=time.perf_counter() - start,
+        warnings=tuple(warnings),
+    )

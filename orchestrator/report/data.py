@@ -1,0 +1,305 @@
+"""One immutable snapshot of a sweep, read once: every figure and table of the report draws from it.
+
+Four small ``select``s (sweep, runs, epochs, artifacts); nothing else in the report touches the database.
+A run with ``reused_run_id`` shows the reused run's metrics and artifacts, and says so in its provenance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Artifact, EpochMetric, Run, Sweep
+
+REGIME_ORDER = ("scratch", "imagenet", "finetune")
+IMAGE_KINDS = ("random", "sine", "photo")
+
+
+class ReportError(ValueError):
+    """The report cannot be built; the message says why in one line."""
+
+
+class UnknownSweepError(ReportError):
+    def __init__(self, sweep_id: str) -> None:
+        super().__init__(f"no sweep with id {sweep_id!r}")
+        self.sweep_id = sweep_id
+
+
+class NoSweepError(ReportError):
+    def __init__(self) -> None:
+        super().__init__("there is no sweep in the database yet: nothing to report")
+
+
+def _text(value: Any) -> str:
+    """Status and kind columns may come back as plain strings or as the str Enums."""
+    return str(getattr(value, "value", value))
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    epoch: int
+    phase: str
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    seconds: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every run shows in provenance. ``source_id`` is the run whose results are shown."""
+
+    id: str
+    kind: str
+    label: str
+    status: str
+    seed: int
+    spec: Mapping[str, Any]
+    spec_hash: str
+    source_id: str
+    device: str | None
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    total_epochs: int
+    last_epoch: int
+
+    @property
+    def reused(self) -> bool:
+        return self.source_id != self.id
+
+    @property
+    def wall_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return max(0.0, (self.finished_at - self.started_at).total_seconds())
+        return None
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    run: RunInfo
+    regime: str
+    epochs: tuple[EpochRow, ...]
+
+    @property
+    def epochs_done(self) -> int:
+        return max(self.run.last_epoch, self.epochs[-1].epoch if self.epochs else 0)
+
+    @property
+    def final_val_accuracy(self) -> float | None:
+        values = [e.val_accuracy for e in self.epochs if e.val_accuracy is not None]
+        return values[-1] if values else None
+
+    @property
+    def best_val_accuracy(self) -> float | None:
+        values = [e.val_accuracy for e in self.epochs if e.val_accuracy is not None]
+        return max(values) if values else None
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time: finished - started when both are known, else the sum of the epochs' seconds."""
+        wall = self.run.wall_seconds
+        if wall is not None:
+            return wall
+        return sum(e.seconds for e in self.epochs) if self.epochs else None
+
+    @property
+    def mean_images_per_second(self) -> float | None:
+        values = [e.images_per_second for e in self.epochs if e.images_per_second > 0]
+        return sum(values) / len(values) if values else None
+
+    @property
+    def phase_change_epoch(self) -> float | None:
+        """Where fine-tuning switches from the head to the whole network (between two epochs)."""
+        if self.regime != "finetune":
+            return None
+        heads = [e.epoch for e in self.epochs if e.phase == "head"]
+        if heads and any(e.phase == "tune" for e in self.epochs):
+            return max(heads) + 0.5
+        head_epochs = self.run.spec.get("head_epochs")
+        return float(head_epochs) + 0.5 if isinstance(head_epochs, int) else None
+
+
+@dataclass(frozen=True)
+class VisRun:
+    run: RunInfo
+    image_kind: str
+    layers: tuple[str, ...]
+    input_image: Path | None
+    layer_images: Mapping[str, Path]
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    id: str
+    plan: str
+    profile: str
+    overrides: Mapping[str, Any]
+    code_version: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ReportData:
+    sweep: SweepInfo
+    train: Mapping[str, tuple[TrainRun, ...]]  # regime -> runs, in REGIME_ORDER
+    visualizations: Mapping[str, tuple[VisRun, ...]]  # image kind -> runs
+    artifacts_root: Path
+    loaded_at: datetime
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def all_runs(self) -> tuple[RunInfo, ...]:
+        runs = [t.run for ts in self.train.values() for t in ts]
+        runs += [v.run for vs in self.visualizations.values() for v in vs]
+        return tuple(runs)
+
+    @property
+    def seeds_per_regime(self) -> int:
+        return max((len(v) for v in self.train.values()), default=0)
+
+
+def _image_kind(run: Run) -> str:
+    label = (run.label or "").split("/")[0]
+    if label in IMAGE_KINDS:
+        return label
+    image = str((run.spec or {}).get("image", ""))
+    return image if image in ("random", "sine") else "photo"
+
+
+def _run_info(run: Run, source: Run) -> RunInfo:
+    return RunInfo(
+        id=run.id,
+        kind=_text(run.kind),
+        label=run.label or "",
+        status=_text(run.status),
+        seed=run.seed,
+        spec=MappingProxyType(dict(run.spec or {})),
+        spec_hash=run.spec_hash or "",
+        source_id=source.id,
+        device=source.device or run.device,
+        worker=source.worker or run.worker,
+        started_at=source.started_at if run.reused_run_id else run.started_at,
+        finished_at=source.finished_at if run.reused_run_id else run.finished_at,
+        error=run.error or (source.error if run.reused_run_id else None),
+        total_epochs=run.total_epochs or source.total_epochs,
+        last_epoch=max(run.last_epoch, source.last_epoch),
+    )
+
+
+def _sweep(session: Session, sweep_id: str | None) -> Sweep:
+    if sweep_id is not None:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None:
+            raise UnknownSweepError(sweep_id)
+        return sweep
+    latest = session.scalars(
+        select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(1)
+    ).first()
+    if latest is None:
+        raise NoSweepError()
+    return latest
+
+
+def _by_run(rows: Iterable[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row.run_id, []).append(row)
+    return grouped
+
+
+def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | None = None) -> ReportData:
+    """Read sweep ``sweep_id`` (default: the latest) with its runs, epochs and image artifacts."""
+    sweep = _sweep(session, sweep_id)
+    runs = list(session.scalars(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.created_at, Run.id)))
+    by_id = {r.id: r for r in runs}
+    missing = {r.reused_run_id for r in runs if r.reused_run_id and r.reused_run_id not in by_id}
+    if missing:
+        by_id.update({r.id: r for r in session.scalars(select(Run).where(Run.id.in_(missing)))})
+    source_ids = {r.reused_run_id if r.reused_run_id in by_id else r.id for r in runs}
+    epochs = _by_run(
+        session.scalars(
+            select(EpochMetric).where(EpochMetric.run_id.in_(source_ids)).order_by(EpochMetric.epoch)
+        )
+    )
+    artifacts = _by_run(session.scalars(select(Artifact).where(Artifact.run_id.in_(source_ids))))
+
+    warnings: list[str] = []
+    train: dict[str, list[TrainRun]] = {regime: [] for regime in REGIME_ORDER}
+    vis: dict[str, list[VisRun]] = {kind: [] for kind in IMAGE_KINDS}
+    for run in runs:
+        kind = _text(run.kind)
+        source = by_id.get(run.reused_run_id or run.id, run)
+        if run.reused_run_id and run.reused_run_id not in by_id:
+            warnings.append(f"run {run.id} reuses {run.reused_run_id}, which is not in the database")
+        info = _run_info(run, source)
+        if kind == "train":
+            regime = str((run.spec or {}).get("regime") or run.label)
+            rows = tuple(
+                EpochRow(
+                    epoch=m.epoch,
+                    phase=m.phase,
+                    loss=m.loss,
+                    accuracy=m.accuracy,
+                    val_loss=m.val_loss,
+                    val_accuracy=m.val_accuracy,
+                    lr=m.lr,
+                    seconds=m.seconds,
+                    images_per_second=m.images_per_second,
+                )
+                for m in epochs.get(source.id, [])
+            )
+            train.setdefault(regime, []).append(TrainRun(run=info, regime=regime, epochs=rows))
+        elif kind == "visualize":
+            layers = tuple(str(x) for x in (run.spec or {}).get("layers") or ())
+            input_image: Path | None = None
+            layer_images: dict[str, Path] = {}
+            for art in artifacts.get(source.id, []):
+                if _text(art.kind) != "image":
+                    continue
+                path = artifacts_root / art.path
+                if not path.is_file():
+                    warnings.append(f"artifact {art.path} of run {source.id} is missing on disk")
+                    continue
+                if path.stem == "input":
+                    input_image = path
+                else:
+                    layer_images[path.stem] = path
+            if not layers:
+                layers = tuple(sorted(layer_images))
+            image_kind = _image_kind(run)
+            vis[image_kind].append(
+                VisRun(
+                    run=info,
+                    image_kind=image_kind,
+                    layers=layers,
+                    input_image=input_image,
+                    layer_images=MappingProxyType(layer_images),
+                )
+            )
+    return ReportData(
+        sweep=SweepInfo(
+            id=sweep.id,
+            plan=sweep.plan,
+            profile=sweep.profile,
+            overrides=MappingProxyType(dict(sweep.overrides or {})),
+            code_version=sweep.code_version,
+            created_at=sweep.created_at,
+        ),
+        train=MappingProxyType({k: tuple(v) for k, v in train.items()}),
+        visualizations=MappingProxyType({k: tuple(v) for k, v in vis.items()}),
+        artifacts_root=artifacts_root,
+        loaded_at=datetime.now().astimezone(),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,221 @@
+"""The results table (one row per regime) and its comparison with the seed's reported values.
+
+Accuracies are stored as fractions (Keras's metrics); the table shows percent and differences in points.
+Final and best values are taken over succeeded runs; a regime with none succeeded yet shows its runs so far,
+flagged ``partial``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from orchestrator.report.data import REGIME_ORDER, ReportData, TrainRun
+
+REGIME_LABELS = {"scratch": "Rand.", "imagenet": "Imag.", "finetune": "FT"}
+REGIME_NAMES = {"scratch": "random init", "imagenet": "ImageNet init", "finetune": "fine-tuning"}
+PAPER_PROFILE = "paper"
+FT_TOLERANCE_POINTS = 5.0
+
+
+@dataclass(frozen=True)
+class SeedValue:
+    final_percent: float
+    text: str
+
+
+# What the seed reports (Exercise 3, Figs. 1-2).
+SEED_VALUES = {
+    "scratch": SeedValue(35.4, "35.4 % after 60 epochs"),
+    "imagenet": SeedValue(78.0, "starts near 38 %, reaches about 78 %"),
+    "finetune": SeedValue(78.0, "ends near 78 %, the same as ImageNet"),
+}
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float
+    n: int
+
+    def text(self) -> str:
+        return (
+            f"{self.mean:.1f} ± {self.std:.1f} % (n={self.n})" if self.n > 1 else f"{self.mean:.1f} % (n=1)"
+        )
+
+
+@dataclass(frozen=True)
+class RegimeRow:
+    regime: str
+    label: str
+    runs: int
+    statuses: tuple[str, ...]
+    final: Stat | None
+    best: Stat | None
+    partial: bool
+    epochs_done: int
+    epochs_total: int
+    seconds: float | None  # mean wall time per run
+    images_per_second: float | None
+    devices: tuple[str, ...]
+    errors: tuple[str, ...]  # "r-…: message" for failed or cancelled runs
+    seed_value: SeedValue
+    diff_points: float | None
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    claim: str
+    holds: bool | None  # None: not enough data to tell
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds", False: "does not hold", None: "cannot tell yet"}[self.holds]
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    rows: tuple[RegimeRow, ...]
+    conclusions: tuple[Conclusion, ...]
+    comparable: bool
+    note: str
+
+
+def _stat(values: list[float]) -> Stat | None:
+    if not values:
+        return None
+    percents = [100.0 * v for v in values]
+    std = statistics.stdev(percents) if len(percents) > 1 else 0.0
+    return Stat(mean=statistics.fmean(percents), std=std, n=len(percents))
+
+
+def _row(regime: str, runs: tuple[TrainRun, ...]) -> RegimeRow:
+    done = [r for r in runs if r.run.status == "succeeded" and r.final_val_accuracy is not None]
+    partial = not done or len(done) < len(runs)
+    counted = done or [r for r in runs if r.final_val_accuracy is not None]
+    final = _stat([r.final_val_accuracy for r in counted if r.final_val_accuracy is not None])
+    best = _stat([r.best_val_accuracy for r in counted if r.best_val_accuracy is not None])
+    seconds = [s for s in (r.seconds for r in runs) if s is not None]
+    ips = [x for x in (r.mean_images_per_second for r in runs) if x is not None]
+    seed_value = SEED_VALUES[regime] if regime in SEED_VALUES else SeedValue(float("nan"), "not reported")
+    return RegimeRow(
+        regime=regime,
+        label=REGIME_LABELS.get(regime, regime),
+        runs=len(runs),
+        statuses=tuple(r.run.status for r in runs),
+        final=final,
+        best=best,
+        partial=partial,
+        epochs_done=sum(r.epochs_done for r in runs),
+        epochs_total=sum(r.run.total_epochs for r in runs),
+        seconds=statistics.fmean(seconds) if seconds else None,
+        images_per_second=statistics.fmean(ips) if ips else None,
+        devices=tuple(sorted({r.run.device for r in runs if r.run.device})),
+        errors=tuple(
+            f"{r.run.id} {r.run.status}: {r.run.error or 'no error message recorded'}"
+            for r in runs
+            if r.run.status in ("failed", "cancelled")
+        ),
+        seed_value=seed_value,
+        diff_points=final.mean - seed_value.final_percent if final and regime in SEED_VALUES else None,
+    )
+
+
+def conclusions(rows: dict[str, RegimeRow]) -> tuple[Conclusion, ...]:
+    """The seed's two findings, checked on final validation accuracy (mean over seeds)."""
+    scratch, imagenet, finetune = (rows.get(r) for r in REGIME_ORDER)
+    s = scratch.final if scratch else None
+    i = imagenet.final if imagenet else None
+    f = finetune.final if finetune else None
+    if s and i:
+        beats = Conclusion(
+            "ImageNet init beats random init",
+            i.mean > s.mean,
+            f"final val. accuracy: ImageNet {i.mean:.1f} % vs random {s.mean:.1f} % "
+            f"({i.mean - s.mean:+.1f} points)",
+        )
+    else:
+        beats = Conclusion("ImageNet init beats random init", None, "needs final accuracies of both regimes")
+    if f and i:
+        gap = f.mean - i.mean
+        near = Conclusion(
+            "FT ends near ImageNet",
+            abs(gap) <= FT_TOLERANCE_POINTS + 1e-9,  # floating point: 55.0 - 50.0 may be 5.000000000000007
+            f"final val. accuracy: FT {f.mean:.1f} % vs ImageNet {i.mean:.1f} % ({gap:+.1f} points; "
+            f"'near' means within {FT_TOLERANCE_POINTS:.0f} points)",
+        )
+    else:
+        near = Conclusion("FT ends near ImageNet", None, "needs final accuracies of both regimes")
+    return beats, near
+
+
+def results_table(data: ReportData) -> ResultsTable:
+    rows = {regime: _row(regime, runs) for regime, runs in data.train.items() if runs}
+    profile = data.sweep.profile
+    overrides = dict(data.sweep.overrides)
+    if profile == PAPER_PROFILE and not overrides:
+        comparable = True
+        note = "Profile 'paper' reproduces the seed's setup: the seed's values are directly comparable."
+    elif profile == PAPER_PROFILE:
+        comparable = False
+        changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        note = (
+            f"Profile 'paper' with overrides ({changed}): the setup differs from the seed's, so the "
+            "differences to the seed are indicative only."
+        )
+    else:
+        comparable = False
+        note = (
+            f"Profile '{profile}' is not the seed's setup (smaller network, fewer images or epochs): the "
+            "seed's numbers are NOT comparable. The measured values and whether the seed's qualitative "
+            "findings hold are shown as indicative only."
+        )
+    ordered = tuple(rows[r] for r in [*REGIME_ORDER, *sorted(set(rows) - set(REGIME_ORDER))] if r in rows)
+    return ResultsTable(rows=ordered, conclusions=conclusions(rows), comparable=comparable, note=note)
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def row_cells(row: RegimeRow, comparable: bool) -> list[str]:
+    """The table's cells as text, shared by the HTML and Markdown renderers."""
+    final = row.final.text() if row.final else "–"
+    if row.final and row.partial:
+        final += " (so far)" if not any(s == "succeeded" for s in row.statuses) else " (succeeded runs)"
+    diff = f"{row.diff_points:+.1f}" if row.diff_points is not None else "–"
+    if row.diff_points is not None and not comparable:
+        diff += " (indicative)"
+    status = ", ".join(f"{row.statuses.count(s)} {s}" for s in sorted(set(row.statuses)))
+    return [
+        f"{row.label} ({REGIME_NAMES.get(row.regime, row.regime)})",
+        status,
+        final,
+        row.best.text() if row.best else "–",
+        f"{row.epochs_done}/{row.epochs_total}",
+        format_seconds(row.seconds),
+        f"{row.images_per_second:.0f}" if row.images_per_second is not None else "–",
+        ", ".join(row.devices) or "not recorded",
+        row.seed_value.text,
+        diff,
+    ]
+
+
+TABLE_HEADER = [
+    "Regime",
+    "Runs",
+    "Final val. acc.",
+    "Best val. acc.",
+    "Epochs done/total",
+    "Wall time per run",
+    "Images/s",
+    "Device",
+    "Seed reports",
+    "Δ final vs seed (points)",
+]

@@ -324,8 +324,10 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
             result = build_report(s, cli.settings.artifacts_dir, sweep_id, out)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"report: {result.html_path}")
-    click.echo(f"wrote {len(result.files)} files in {result.seconds:.2f} s")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"report: {result.html}")
+    click.echo(f"wrote {len(result.paths)} files in {result.seconds:.2f} s")
 
 
 # ---------------------------------------------------------------- workers

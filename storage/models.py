@@ -160,6 +160,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     traceback: Mapped[str | None] = mapped_column(Text, default=None)
+    # What executed it: Keras version and backend, framework version, Python (for provenance).
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
     epochs: Mapped[list[EpochMetric]] = relationship(

@@ -151,6 +151,11 @@ def dependents_of(s: Session, run_id: str) -> list[Run]:
     return list(s.scalars(stmt))
 
 
+def record_environment(s: Session, run_id: str, environment: dict[str, Any]) -> None:
+    """What the run executes with (Keras version, backend, ...), shown in the report's provenance."""
+    _cas(s, update(Run).where(Run.id == run_id).values(environment=environment))
+
+
 def clear_enqueued(s: Session, run_id: str) -> None:
     """Forget that a queued run was sent: it is sent again once it is ready (its message was consumed)."""
     _cas(s, update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED).values(enqueued_at=None))

@@ -44,3 +44,21 @@ def describe_device() -> str:
             f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
         )
     return f"CPU {_cpu_name()} ({backend})"
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions a result depends on, recorded on the run for the report's provenance."""
+    import keras
+
+    backend = keras.backend.backend()
+    environment = {
+        "keras_version": keras.__version__,
+        "keras_backend": backend,
+        "python": platform.python_version(),
+    }
+    try:
+        module = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])
+        environment[f"{backend}_version"] = str(module.__version__)
+    except (KeyError, ImportError, AttributeError):
+        pass
+    return environment

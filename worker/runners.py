@@ -106,7 +106,7 @@ def run_report(ctx: RunContext) -> None:
     spec = ReportSpec.from_dict(ctx.spec)
     with ctx.db.session() as s:
         result = build_report(s, ctx.store.root, spec.sweep_id)
-    for path in result.files:
+    for path in result.paths:
         relpath = Path(path).resolve().relative_to(ctx.store.root.resolve()).as_posix()
         kind = ArtifactKind.REPORT if relpath.endswith((".html", ".md")) else ArtifactKind.FIGURE
         ctx.register_file(relpath, kind)

@@ -34,12 +34,13 @@ def _settings(task: Task) -> Settings:
     return task.app.conf.convlab_settings
 
 
-def _device(kind: RunKind, settings: Settings) -> str:
-    if kind == RunKind.REPORT:
-        return "CPU"
-    from worker.device import describe_device
+def _device_and_environment(kind: RunKind) -> tuple[str, dict[str, str]]:
+    """What the task process really sees (the accelerator Keras's backend found), not the worker's label."""
+    if kind == RunKind.REPORT:  # no Keras needed: do not pay for importing it
+        return "CPU", {}
+    from worker.device import describe_device, describe_environment
 
-    return describe_device()
+    return describe_device(), describe_environment()
 
 
 def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | None:
@@ -80,7 +81,7 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
     if blocked:
         return f"{run_id} not started: {blocked}"
 
-    device = settings.worker_device or _device(kind, settings)
+    device, environment = _device_and_environment(kind)
     with db.session() as s:
         claimed = repo.claim_run(
             s, run_id, worker=worker_name, device=device, lease_seconds=settings.lease_seconds
@@ -94,6 +95,8 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
             fail_blocked(s)
             return f"{run_id} failed: attempts exhausted"
         spec, sweep_id = dict(claimed.spec), claimed.sweep_id
+        if environment:
+            repo.record_environment(s, run_id, environment)
 
     shutdown.install_child_handler()
     with RunHeartbeat(db, run_id, worker_name, settings.heartbeat_seconds) as beat:

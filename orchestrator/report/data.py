@@ -67,6 +67,7 @@ class RunInfo:
     spec: Mapping[str, Any]
     spec_hash: str
     source_id: str
+    environment: Mapping[str, Any]
     device: str | None
     worker: str | None
     started_at: datetime | None
@@ -188,6 +189,7 @@ def _run_info(run: Run, source: Run) -> RunInfo:
         spec=MappingProxyType(dict(run.spec or {})),
         spec_hash=run.spec_hash or "",
         source_id=source.id,
+        environment=MappingProxyType(dict(source.environment or {})),
         device=source.device or run.device,
         worker=source.worker or run.worker,
         started_at=source.started_at if run.reused_run_id else run.started_at,

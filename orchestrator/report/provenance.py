@@ -1,7 +1,7 @@
 """Where a figure or table comes from: sweep, runs, spec hashes, seeds, profile, code, Keras, device, dates.
 
-Keras's version and backend are read from what the worker recorded in the run spec (``keras_version``,
-``keras_backend``, at the top level or under ``extra``); the report never imports Keras to guess them.
+Keras's version and backend are read from what the worker recorded in ``Run.environment``
+(``keras_version``, ``keras_backend``; older records: the run spec); the report never imports Keras to guess them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Provenance:
 
 
 def _recorded(run: RunInfo, key: str) -> str | None:
-    value: Any = run.spec.get(key)
+    value: Any = run.environment.get(key, run.spec.get(key))
     extra = run.spec.get("extra")
     if value is None and isinstance(extra, dict):
         value = extra.get(key)

@@ -1,7 +1,7 @@
 """Where a figure or table comes from: sweep, runs, spec hashes, seeds, profile, code, Keras, device, dates.
 
 Keras's version and backend are read from what the worker recorded in ``Run.environment``
-(``keras_version``, ``keras_backend``; older records: the run spec); the report never imports Keras to guess them.
+(``keras_version``, ``keras_backend``; older records: the run spec); the report never imports Keras.
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.datagen import write_tiny_cifar10
+from worker.experiments.data import load_cifar10
+from worker.experiments.errors import DataError
+
+
+def test_tarball_folder_and_parent_give_same_arrays(cifar_tar: Path, cifar_folder: Path) -> None:
+    a, b, c = load_cifar10(cifar_tar), load_cifar10(cifar_folder), load_cifar10(cifar_folder.parent)
+    for other in (b, c):
+        for name in ("x_train", "y_train", "x_val", "y_val"):
+            assert np.array_equal(getattr(a, name), getattr(other, name))
+    assert a.x_train.shape == (200, 32, 32, 3) and a.x_train.dtype == np.uint8
+    assert a.y_train.dtype == np.int64 and a.x_val.shape == (100, 32, 32, 3)
+    assert a.class_names[0] == "airplane" and len(a.class_names) == 10
+
+
+def test_balanced_subset_is_deterministic_and_not_a_prefix(cifar_folder: Path) -> None:
+    full = load_cifar10(cifar_folder)
+    one = load_cifar10(cifar_folder, train_limit=50, val_limit=30, seed=7)
+    two = load_cifar10(cifar_folder, train_limit=50, val_limit=30, seed=7)
+    other = load_cifar10(cifar_folder, train_limit=50, val_limit=30, seed=8)
+    assert np.bincount(one.y_train).tolist() == [5] * 10
+    assert np.bincount(one.y_val).tolist() == [3] * 10
+    assert np.array_equal(one.x_train, two.x_train) and np.array_equal(one.y_val, two.y_val)
+    assert not np.array_equal(one.x_train, other.x_train)
+    # the test split is ordered by class: a prefix would hold classes 0-2 only
+    assert not np.array_equal(one.x_val, full.x_val[:30])
+
+
+def test_missing_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.tar.gz"
+    with pytest.raises(DataError, match="nowhere.tar.gz"):
+        load_cifar10(missing)
+    with pytest.raises(DataError, match=str(tmp_path)):
+        load_cifar10(tmp_path)  # an existing folder without the data
+
+
+def test_truncated_tarball(cifar_tar: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cifar-10-python.tar.gz"
+    data = cifar_tar.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
+        load_cifar10(cut)
+
+
+def test_wrong_format_file_and_batch(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a tarball")
+    with pytest.raises(DataError, match="notes.txt"):
+        load_cifar10(text)
+    folder = write_tiny_cifar10(tmp_path / "bad", n_train=50, n_test=20)
+    (folder / "data_batch_3").write_bytes(
+        pickle.dumps({b"data": np.zeros((10, 5), np.uint8), b"labels": [0] * 10})
+    )
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_cifar10(folder)
+    (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_cifar10(folder)

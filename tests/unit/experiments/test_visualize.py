@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worker.experiments.errors import ImageError, LayerError
+from worker.experiments.images import make_input_image
+from worker.experiments.visualize import visualize
+from worker.specs import VisualizeSpec
+
+
+def test_ascent_raises_mean_activation_and_returns_images() -> None:
+    # Random-init deep layers have vanishing activations, so the rise is checked on an early layer.
+    spec = VisualizeSpec(
+        image="random",
+        seed=1,
+        source="none",
+        alpha=0.25,
+        input_size=32,
+        steps=5,
+        layers=("conv_pw_2", "conv_pw_13"),
+    )
+    result = visualize(spec)
+    assert result.activation_after["conv_pw_2"] > result.activation_before["conv_pw_2"]
+    assert result.input_image.shape == (32, 32, 3) and result.input_image.dtype == np.uint8
+    for image in result.layers.values():
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+
+
+def test_imagenet_source_from_weights_folder(weights_dir: Path) -> None:
+    spec = VisualizeSpec(image="sine", seed=0, source="imagenet", alpha=0.25, input_size=40, steps=1)
+    result = visualize(spec, weights_dir=str(weights_dir))
+    assert [img.shape for img in result.layers.values()] == [(40, 40, 3), (40, 40, 3)]
+
+
+def test_unknown_layer_lists_valid_names() -> None:
+    spec = VisualizeSpec(
+        image="sine", seed=0, source="none", alpha=0.25, input_size=32, steps=1, layers=("conv_pw_99",)
+    )
+    with pytest.raises(LayerError, match="conv_pw_99") as caught:
+        visualize(spec)
+    assert "conv_pw_13" in str(caught.value) and "conv_dw_1" in str(caught.value)
+
+
+def test_bad_image_paths(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="missing.jpg"):
+        make_input_image(str(tmp_path / "missing.jpg"), 32, 0)
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image")
+    with pytest.raises(ImageError, match="fake.jpg"):
+        make_input_image(str(fake), 32, 0)
+
+
+def test_input_images(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8) + 90).save(photo)
+    assert make_input_image(str(photo), 64, 0).shape == (64, 64, 3)
+    a, b = make_input_image("random", 16, 3), make_input_image("random", 16, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, make_input_image("random", 16, 4))
+    sine = make_input_image("sine", 32, 0)
+    assert sine.dtype == np.uint8 and sine.shape == (32, 32, 3) and sine.std() > 50

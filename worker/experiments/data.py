@@ -1,0 +1,190 @@
+"""CIFAR-10 from the official python-pickle layout, read by us (no private Keras modules).
+
+Why our own reader: the shared copy of the data set is a rebuilt tarball whose sha256 differs from the
+official one, so ``keras.datasets.cifar10.load_data()`` refuses it from its cache; and a worker that runs
+many tasks should decode the 170 MB tarball once per process (see ``_CACHE``), not once per task.
+
+Subsets (``train_limit``/``val_limit``) are class-balanced and drawn with ``seed``: the test split may be
+ordered by class, so a prefix would be neither balanced nor representative.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.experiments.errors import DataError
+
+TARBALL_NAME = "cifar-10-python.tar.gz"
+FOLDER_NAME = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+META = "batches.meta"
+NUM_CLASSES = 10
+_ROW = 32 * 32 * 3
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """Images as uint8 (N, 32, 32, 3) and integer labels; ``x_val`` is the official test split."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    class_names: tuple[str, ...]
+
+
+# Full decoded arrays per source: (resolved path, mtime_ns, size) -> Cifar10. Never mutated by us.
+_CACHE: dict[tuple[str, int, int], Cifar10] = {}
+
+
+def load_cifar10(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    seed: int = 0,
+) -> Cifar10:
+    """Load CIFAR-10 from a tarball, a ``cifar-10-batches-py`` folder (or its parent), or Keras (``None``).
+
+    Limits select a deterministic class-balanced subset (class counts differ by at most one); the same
+    ``seed`` gives the same subset. The full arrays are cached per process, so treat them as read-only.
+    """
+    full = _load_keras() if path is None else _load_cached(Path(path))
+    rng = np.random.default_rng(seed)
+    train_idx = balanced_indices(full.y_train, train_limit, rng)
+    val_idx = balanced_indices(full.y_val, val_limit, rng)
+    return Cifar10(
+        x_train=full.x_train if train_idx is None else full.x_train[train_idx],
+        y_train=full.y_train if train_idx is None else full.y_train[train_idx],
+        x_val=full.x_val if val_idx is None else full.x_val[val_idx],
+        y_val=full.y_val if val_idx is None else full.y_val[val_idx],
+        class_names=full.class_names,
+    )
+
+
+def balanced_indices(labels: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray | None:
+    """Sorted indices of ``limit`` samples taken round-robin over classes from per-class permutations.
+
+    Round-robin (rank 0 of every class, then rank 1, ...) keeps counts within one of each other even when a
+    class is short. ``None`` means "all samples" (no copy).
+    """
+    if limit is None or limit >= len(labels):
+        return None
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    longest = max(len(p) for p in per_class)
+    ranks = np.full((longest, len(per_class)), -1, dtype=np.int64)
+    for column, members in enumerate(per_class):
+        ranks[: len(members), column] = members
+    order = ranks.reshape(-1)
+    chosen = order[order >= 0][:limit]
+    return np.sort(chosen)
+
+
+def _load_keras() -> Cifar10:
+    import keras
+
+    (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
+    names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    return Cifar10(
+        x_train, y_train.reshape(-1).astype(np.int64), x_val, y_val.reshape(-1).astype(np.int64), names
+    )
+
+
+def _load_cached(path: Path) -> Cifar10:
+    source = _resolve_source(path)
+    stat = source.stat()
+    key = (str(source.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _CACHE:
+        _CACHE.clear()  # one data set per worker process is the norm; do not hoard 180 MB copies
+        _CACHE[key] = _read_tarball(source) if source.is_file() else _read_folder(source)
+    return _CACHE[key]
+
+
+def _resolve_source(path: Path) -> Path:
+    """The tarball or the ``cifar-10-batches-py`` folder that ``path`` designates."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for candidate in (path, path / FOLDER_NAME):
+            if (candidate / TEST_BATCH).is_file():
+                return candidate
+        if (path / TARBALL_NAME).is_file():
+            return path / TARBALL_NAME
+        raise DataError(f"{path}: folder holds neither {FOLDER_NAME}/ (with {TEST_BATCH}) nor {TARBALL_NAME}")
+    raise DataError(f"{path}: no such file or folder (expected {TARBALL_NAME} or a {FOLDER_NAME}/ folder)")
+
+
+def _read_tarball(path: Path) -> Cifar10:
+    blobs: dict[str, bytes] = {}
+    wanted = {*TRAIN_BATCHES, TEST_BATCH, META}
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in wanted:
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        blobs[name] = handle.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable CIFAR-10 tarball ({type(exc).__name__}: {exc})") from None
+    missing = sorted(wanted - set(blobs))
+    if missing:
+        raise DataError(f"{path}: tarball lacks {', '.join(missing)} (not the official CIFAR-10 layout)")
+    return _decode({name: _unpickle(data, f"{path}:{name}") for name, data in blobs.items()}, path)
+
+
+def _read_folder(folder: Path) -> Cifar10:
+    batches = {}
+    for name in (*TRAIN_BATCHES, TEST_BATCH, META):
+        file = folder / name
+        if not file.is_file():
+            raise DataError(f"{file}: missing (the official CIFAR-10 layout has {name} here)")
+        batches[name] = _unpickle(file.read_bytes(), str(file))
+    return _decode(batches, folder)
+
+
+def _unpickle(data: bytes, where: str) -> dict[bytes, Any]:
+    try:
+        obj = pickle.loads(data, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+        raise DataError(f"{where}: not a CIFAR-10 pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a pickled dict, got {type(obj).__name__}")
+    return obj
+
+
+def _decode(batches: dict[str, dict[bytes, Any]], where: Path) -> Cifar10:
+    parts = [_batch_arrays(batches[name], f"{where}:{name}") for name in TRAIN_BATCHES]
+    x_val, y_val = _batch_arrays(batches[TEST_BATCH], f"{where}:{TEST_BATCH}")
+    names = batches[META].get(b"label_names")
+    if not isinstance(names, list) or len(names) != NUM_CLASSES:
+        raise DataError(f"{where}:{META}: expected 10 label_names, got {names!r:.80}")
+    return Cifar10(
+        x_train=np.concatenate([p[0] for p in parts]),
+        y_train=np.concatenate([p[1] for p in parts]),
+        x_val=x_val,
+        y_val=y_val,
+        class_names=tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names),
+    )
+
+
+def _batch_arrays(batch: dict[bytes, Any], where: str) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = batch.get(b"data"), batch.get(b"labels")
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != _ROW or data.dtype != np.uint8:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{where}: b'data' must be uint8 rows of {_ROW} values, got shape {shape}")
+    y = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    if y is None or y.shape != (data.shape[0],) or (y.size and (y.min() < 0 or y.max() >= NUM_CLASSES)):
+        raise DataError(f"{where}: b'labels' must list {data.shape[0]} class ids in 0..9")
+    # Rows are channel-major (1024 red, 1024 green, 1024 blue): to NHWC.
+    x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x), y

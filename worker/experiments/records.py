@@ -1,0 +1,33 @@
+"""Plain records of a training (no Keras), so the storage side can read them without TensorFlow."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch. ``epoch`` is 1-based and continuous across fine-tuning phases.
+
+    ``phase`` is ``train`` (scratch, imagenet) or ``head`` then ``tune`` (finetune). ``seconds`` is the
+    wall time of the whole epoch (training + validation); ``images_per_second`` counts training alone.
+    """
+
+    epoch: int
+    phase: str
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float
+    seconds: float
+    images_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,220 @@
+"""The three training regimes of Exercise 3: ``scratch``, ``imagenet`` and ``finetune``.
+
+All use Adam, categorical cross-entropy on one-hot labels and categorical accuracy, with validation on
+the (subset of the) test split after every epoch. ``finetune`` is two phases: ``head`` (base frozen,
+``head_epochs`` at ``lr``) then ``tune`` (base unfrozen, recompiled with a fresh Adam at ``tune_lr``, as
+the Keras transfer-learning guide does; epochs keep counting from ``head_epochs + 1``).
+
+BatchNorm when unfrozen: we do NOT follow the guide's ``base(x, training=False)``. The base is called in
+the default mode (see ``models``), so in ``head`` its BatchNorm layers are frozen and in inference mode, and
+in ``tune`` they use batch statistics and update their moving averages on CIFAR-10. Reasons: ``scratch``
+needs batch statistics to train at all, one model graph serves all regimes, and it is what the seed's
+plain Keras code did (unfreezing ``base.trainable`` without ``training=False``). The price is the guide's
+warning: the first ``tune`` epochs can disturb the pretrained statistics.
+
+Each phase is one ``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption), with one
+callback that has no batch hooks, so the engine trains as fast as a bare ``fit``. After each epoch the
+checkpoint is saved first (see ``checkpoints``), then ``on_epoch`` is called, then ``should_stop``.
+
+Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and shuffling, and on the
+TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then give
+identical metrics. A resumed run is not bit-identical to an uninterrupted one (the shuffle order after the
+resume point differs) but covers the same epochs with the same number of optimizer steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from worker.experiments.callbacks import EpochEnd
+from worker.experiments.checkpoints import (
+    MODEL_FILE,
+    CheckpointState,
+    load_checkpoint_model,
+    optimizer_iterations,
+    read_checkpoint_history,
+    read_state,
+    save_checkpoint,
+)
+from worker.experiments.data import Cifar10
+from worker.experiments.errors import ExperimentError
+from worker.experiments.models import NUM_CLASSES, base_of, build_model
+from worker.experiments.records import EpochRecord
+from worker.specs import TrainSpec, spec_hash
+
+__all__ = ["EpochRecord", "TrainResult", "train", "read_checkpoint_history", "train_spec_hash"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a (possibly resumed, possibly stopped) training ended. ``history`` spans all attempts."""
+
+    epochs_completed: int
+    total_epochs: int
+    stopped: bool
+    optimizer_steps: int
+    checkpoint_path: Path
+    history: tuple[EpochRecord, ...]
+
+
+@dataclass(frozen=True)
+class _Phase:
+    name: str
+    start: int  # epochs completed before the phase
+    end: int  # epochs completed after it
+    lr: float
+    base_trainable: bool
+
+
+def train_spec_hash(spec: TrainSpec) -> str:
+    """Identity of a training for its checkpoint (code version left out: a new release may resume)."""
+    return spec_hash("train", spec.to_dict(), code_version="")
+
+
+def _phases(spec: TrainSpec) -> list[_Phase]:
+    if spec.regime == "finetune":
+        head = _Phase("head", 0, spec.head_epochs, spec.lr, base_trainable=False)
+        return [head, _Phase("tune", spec.head_epochs, spec.total_epochs, spec.tune_lr, base_trainable=True)]
+    return [_Phase("train", 0, spec.epochs, spec.lr, base_trainable=True)]
+
+
+def _seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _compile(model: keras.Model, lr: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _optional(logs: dict[str, Any], key: str) -> float | None:
+    return float(logs[key]) if key in logs else None
+
+
+def train(
+    spec: TrainSpec,
+    data: Cifar10,
+    checkpoint_dir: Path,
+    *,
+    weights_dir: str | None = None,
+    on_epoch: Callable[[EpochRecord], None] = lambda r: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TrainResult:
+    """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
+
+    ``stopped`` is True only when ``should_stop`` ended the run before its last epoch.
+    """
+    spec.validate()
+    checkpoint_dir = Path(checkpoint_dir)
+    digest = train_spec_hash(spec)
+    state = read_state(checkpoint_dir)
+    if state is not None and state.spec_hash != digest:
+        raise ExperimentError(
+            f"{checkpoint_dir}: holds a checkpoint of another training spec; use an empty folder for this one"
+        )
+    total = spec.total_epochs
+    if state is not None and state.epoch >= total:
+        return _result(checkpoint_dir, state, total, stopped=False)
+
+    _seed(spec.seed)
+    if state is not None:
+        model = load_checkpoint_model(checkpoint_dir, state)
+    else:
+        model = build_model(
+            alpha=spec.alpha, input_size=spec.input_size, weights=spec.weights, weights_dir=weights_dir
+        )
+    x_train = data.x_train.astype(np.float32)
+    y_train = keras.utils.to_categorical(data.y_train, NUM_CLASSES).astype(np.float32)
+    validation = (data.x_val.astype(np.float32), keras.utils.to_categorical(data.y_val, NUM_CLASSES))
+    n_train = len(x_train)
+
+    history = list(state.history) if state else []
+    done = state.epoch if state else 0
+    steps_before = state.phase_start_steps if state else 0
+    compiled_phase = state.phase if state else None
+    stopped = False
+    steps = state.optimizer_steps if state else 0
+
+    for phase in _phases(spec):
+        if done >= phase.end:
+            continue
+        if compiled_phase != phase.name:
+            steps_before = steps
+            base_of(model).trainable = phase.base_trainable
+            _compile(model, phase.lr)
+            compiled_phase = phase.name
+
+        def end_epoch(
+            epoch0: int,
+            logs: dict[str, Any],
+            seconds: float,
+            train_seconds: float,
+            phase: _Phase = phase,
+            steps_before: int = steps_before,
+        ) -> bool:
+            nonlocal steps, stopped, done
+            record = EpochRecord(
+                epoch=epoch0 + 1,
+                phase=phase.name,
+                loss=float(logs["loss"]),
+                accuracy=float(logs["accuracy"]),
+                val_loss=_optional(logs, "val_loss"),
+                val_accuracy=_optional(logs, "val_accuracy"),
+                lr=phase.lr,
+                seconds=seconds,
+                images_per_second=n_train / train_seconds if train_seconds > 0 else math.inf,
+            )
+            history.append(record)
+            steps = steps_before + optimizer_iterations(model)
+            done = record.epoch
+            save_checkpoint(
+                checkpoint_dir,
+                model,
+                CheckpointState(digest, record.epoch, phase.name, steps, steps_before, tuple(history)),
+            )
+            on_epoch(record)
+            if should_stop() and record.epoch < total:
+                stopped = True
+            return stopped
+
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=spec.batch_size,
+            epochs=phase.end,
+            initial_epoch=done,
+            validation_data=validation,
+            callbacks=[EpochEnd(end_epoch)],
+            verbose=0,
+        )
+        if stopped:
+            break
+
+    final = read_state(checkpoint_dir)
+    assert final is not None, "train() saves a checkpoint after every epoch"
+    return _result(checkpoint_dir, final, total, stopped=stopped)
+
+
+def _result(checkpoint_dir: Path, state: CheckpointState, total: int, *, stopped: bool) -> TrainResult:
+    return TrainResult(
+        epochs_completed=state.epoch,
+        total_epochs=total,
+        stopped=stopped,
+        optimizer_steps=state.optimizer_steps,
+        checkpoint_path=checkpoint_dir / MODEL_FILE,
+        history=state.history,
+    )

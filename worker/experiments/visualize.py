@@ -1,0 +1,134 @@
+"""Exercise 4: gradient ascent on an input image to maximize a conv layer's mean activation.
+
+Follows F. Chollet's "Visualizing what convnets learn" (keras.io), one small function per step:
+``_feature_model`` (base input -> layer output), ``_ascent`` (the loop), ``deprocess_image``. Differences,
+as the seed did them: the loss is the mean of the whole layer output (all filters, no border crop), not
+one filter; and the deprocessed image is not center-cropped, so it keeps the input's size.
+
+The ascent runs in MobileNet's preprocessed space (``x / 127.5 - 1``). Each step adds ``step_size`` times
+the L2-normalized gradient (as Chollet does: the step length is then independent of the layer's scale);
+the image is not clipped during the ascent. ``activation_before``/``after`` are the mean activations of the
+starting and final images, so a working ascent has ``after > before``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from worker.experiments.errors import ExperimentError, LayerError
+from worker.experiments.gradients import input_gradient
+from worker.experiments.images import make_input_image
+from worker.experiments.models import base_of, build_base
+from worker.specs import VisualizeSpec
+
+_CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+@dataclass(frozen=True)
+class VisualizationResult:
+    """The uint8 starting image, one uint8 HxWx3 image per layer, and mean activations before/after."""
+
+    input_image: np.ndarray
+    layers: dict[str, np.ndarray]
+    activation_before: dict[str, float]
+    activation_after: dict[str, float]
+
+
+def visualize(
+    spec: VisualizeSpec, *, checkpoint: Path | None = None, weights_dir: str | None = None
+) -> VisualizationResult:
+    """Run the ascent for each of ``spec.layers`` from the same starting image."""
+    spec.validate()
+    base = _network(spec, checkpoint, weights_dir)
+    feature_models = {name: _feature_model(base, name) for name in spec.layers}
+    start = make_input_image(spec.image, spec.input_size, spec.seed)
+    images: dict[str, np.ndarray] = {}
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    for name, feature_model in feature_models.items():
+        final, before[name], after[name] = _ascent(
+            feature_model, preprocess(start), spec.steps, spec.step_size
+        )
+        images[name] = deprocess_image(final)
+    return VisualizationResult(start, images, before, after)
+
+
+def _network(spec: VisualizeSpec, checkpoint: Path | None, weights_dir: str | None) -> keras.Model:
+    """A MobileNet base at ``spec.input_size`` with the weights ``spec.source`` asks for."""
+    if spec.source != "checkpoint":
+        return build_base(
+            alpha=spec.alpha, input_size=spec.input_size, weights=spec.source, weights_dir=weights_dir
+        )
+    if checkpoint is None:
+        raise ExperimentError("checkpoint: a model.keras path is required when source is 'checkpoint'")
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ExperimentError(f"{path}: checkpoint file not found")
+    try:
+        trained = base_of(keras.models.load_model(path, compile=False))
+    except Exception as exc:  # noqa: BLE001 - corrupt file or a model without our base: one clear message
+        raise ExperimentError(
+            f"{path}: cannot load a trained MobileNet base ({type(exc).__name__}: {exc})"
+        ) from None
+    base = build_base(alpha=spec.alpha, input_size=spec.input_size, weights="none")
+    try:
+        base.set_weights(trained.get_weights())  # conv and BatchNorm weights do not depend on input size
+    except ValueError:
+        raise ExperimentError(
+            f"{path}: its MobileNet base does not match alpha={spec.alpha} (set alpha to the trained model's)"
+        ) from None
+    return base
+
+
+def conv_layer_names(base: keras.Model) -> list[str]:
+    """Names of the base's convolution layers, in order (what a visualization may target)."""
+    return [layer.name for layer in base.layers if isinstance(layer, _CONV_TYPES)]
+
+
+def _feature_model(base: keras.Model, layer_name: str) -> keras.Model:
+    try:
+        layer = base.get_layer(layer_name)
+    except ValueError:
+        layer = None
+    if layer is None or len(layer.output.shape) != 4:
+        valid = conv_layer_names(base)
+        raise LayerError(f"layers: no conv layer {layer_name!r}; valid: {', '.join(valid)}")
+    return keras.Model(base.input, layer.output, name=f"features_{layer_name}")
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> float32 (1, H, W, 3) in MobileNet's -1..1 range."""
+    return (image.astype(np.float32) / 127.5 - 1.0)[None]
+
+
+def _mean_activation(feature_model: keras.Model, x: np.ndarray) -> float:
+    return float(keras.ops.convert_to_numpy(keras.ops.mean(feature_model(x, training=False))))
+
+
+def _ascent(
+    feature_model: keras.Model, x: np.ndarray, steps: int, step_size: float
+) -> tuple[np.ndarray, float, float]:
+    """``steps`` steps of L2-normalized gradient ascent; returns (final image, mean before, mean after)."""
+    before = None
+    for _ in range(steps):
+        loss, grad = input_gradient(feature_model, x)
+        if before is None:
+            before = float(loss)
+        norm = max(float(np.sqrt(np.sum(np.square(grad, dtype=np.float64)))), 1e-6)
+        x = x + np.float32(step_size / norm) * grad
+    assert before is not None  # steps >= 1 (validated)
+    return x[0], before, _mean_activation(feature_model, x)
+
+
+def deprocess_image(image: np.ndarray) -> np.ndarray:
+    """Chollet's ``deprocess_image`` without the crop: center, unit std, scale 0.15, shift 0.5, to uint8."""
+    img = image.astype(np.float64)
+    img -= img.mean()
+    img /= img.std() + 1e-5
+    img *= 0.15
+    img += 0.5
+    return (np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)

@@ -248,15 +248,22 @@ def fail_run(s: Session, run_id: str, error: str, traceback: str | None = None) 
     return _cas(s, stmt)
 
 
-def requeue_run(s: Session, run_id: str, *, worker: str | None = None) -> bool:
-    """running -> queued: a worker shutting down hands its run back.
+def requeue_run(
+    s: Session, run_id: str, *, worker: str | None = None, lost_after_seconds: float | None = None
+) -> bool:
+    """running -> queued; ``enqueued_at`` is cleared so that a fresh message is sent.
 
-    The hand-off is not a lost worker, so the attempt it counted is given back; ``enqueued_at`` is cleared
-    so the monitor sends a fresh message.
+    Without ``lost_after_seconds``: a worker shutting down hands its run back. That is not a lost worker,
+    so the attempt it counted is given back. With it: the reaper takes back a run whose heartbeat is older
+    than that (checked in the same statement, so a heartbeat that just arrived wins); the attempt counts.
     """
     conditions = [Run.id == run_id, Run.status == RunStatus.RUNNING]
     if worker is not None:
         conditions.append(Run.worker == worker)
+    refund = lost_after_seconds is None
+    if not refund:
+        cutoff = utcnow() - timedelta(seconds=float(lost_after_seconds or 0))
+        conditions.append(or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff))
     stmt = (
         update(Run)
         .where(*conditions)
@@ -266,7 +273,7 @@ def requeue_run(s: Session, run_id: str, *, worker: str | None = None) -> bool:
             worker=None,
             device=None,
             heartbeat_at=None,
-            attempts=case((Run.attempts > 0, Run.attempts - 1), else_=0),
+            attempts=case((Run.attempts > 0, Run.attempts - 1), else_=0) if refund else Run.attempts,
         )
     )
     return _cas(s, stmt)

@@ -43,7 +43,7 @@ def reap(app: Celery, db: Database, *, lease_seconds: float) -> ReapReport:
                 )
                 if repo.fail_run(s, run.id, reason):
                     failed.append(run.id)
-            elif repo.requeue_run(s, run.id, worker=run.worker):
+            elif repo.requeue_run(s, run.id, worker=run.worker, lost_after_seconds=lease_seconds):
                 log.warning("run %s lost its worker %s; re-queued", run.id, run.worker)
                 requeued.append(run.id)
         failed.extend(fail_blocked(s))

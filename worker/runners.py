@@ -15,6 +15,7 @@ from pathlib import Path
 from storage import repository as repo
 from storage.models import ArtifactKind, RunKind
 from worker.context import RunContext
+from worker.experiments.checkpoints import STATE_FILE, checkpoint_model_path
 from worker.specs import ReportSpec, TrainSpec, VisualizeSpec
 
 ARTIFACT_IMAGE_PREFIX = "artifact:"
@@ -51,8 +52,8 @@ def run_train(ctx: RunContext) -> None:
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
     )
-    for name in ("model.keras", "state.json"):
-        ctx.register_file(f"{checkpoint_rel}/{name}", ArtifactKind.CHECKPOINT)
+    ctx.register_file(f"{checkpoint_rel}/{STATE_FILE}", ArtifactKind.CHECKPOINT)
+    ctx.register_file(f"{checkpoint_rel}/{result.checkpoint_path.name}", ArtifactKind.CHECKPOINT)
     if result.stopped and result.epochs_completed < result.total_epochs:
         return
     ctx.stopped_because = None  # the last epoch finished: the run is complete whatever came after
@@ -71,7 +72,7 @@ def _checkpoint_of_dependency(ctx: RunContext) -> Path | None:
         for dependency in repo.dependencies_of(s, ctx.run_id):
             if dependency.kind == RunKind.TRAIN:
                 source_id = dependency.reused_run_id or dependency.id
-                return ctx.store.absolute(f"runs/{source_id}/checkpoint/model.keras")
+                return checkpoint_model_path(ctx.store.absolute(f"runs/{source_id}/checkpoint"))
     return None
 
 

@@ -162,3 +162,15 @@ def test_missing_ids_raise_not_found(db: Database) -> None:
         with pytest.raises(NotFound):
             repo.mark_enqueued(s, "r-nope")
         assert repo.claim_run(s, "r-nope", worker="w", device="cpu", lease_seconds=1) is None
+
+
+def test_reaper_requeue_keeps_the_attempt_and_needs_a_stale_heartbeat(db: Database) -> None:
+    with db.session() as s:
+        run_id = make_run(s, label="lost").id
+    assert _claim(db, run_id) is not None
+    with db.session() as s:
+        assert not repo.requeue_run(s, run_id, lost_after_seconds=60)  # heartbeat is fresh: still alive
+        assert repo.requeue_run(s, run_id, lost_after_seconds=0)  # stale at once: taken back
+    with db.session() as s:
+        run = repo.get_run(s, run_id)
+        assert (run.status, run.attempts) == (RunStatus.QUEUED, 1)  # the loss counts towards the cap

@@ -2,13 +2,14 @@
 
 Layout of ``checkpoint_dir``::
 
-    model.keras   the compiled model after the last completed epoch, optimizer state included
-    state.json    {"version", "spec_hash", "epoch", "phase", "optimizer_steps", "phase_start_steps",
-                   "history": [EpochRecord.to_dict(), ...]}
+    model-e0007.keras  the compiled model after epoch 7 (the last completed one), optimizer state included
+    state.json         {"version", "spec_hash", "epoch", "phase", "optimizer_steps", "phase_start_steps",
+                        "model_file", "history": [EpochRecord.to_dict(), ...]}
 
-Both files are written to a temporary name in the same folder and moved into place with ``os.replace``,
-model first, so a reader never sees a half-written file. (A kill between the two renames leaves a model one
-epoch ahead of ``state.json``: :func:`load_checkpoint_model` detects it by the optimizer's step count.)
+``state.json`` is the commit point. Each epoch's model is written under a temporary name and renamed to
+its own file; then ``state.json`` is written the same way, naming that file; only then are older model
+files removed. A kill at any moment therefore leaves a ``state.json`` and the model it names, both
+complete, and a resumed run continues from exactly that epoch: nothing is lost and nothing needs repair.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from worker.experiments.records import EpochRecord
 if TYPE_CHECKING:
     import keras
 
-MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class CheckpointState:
     phase_start_steps: int
     history: tuple[EpochRecord, ...] = field(default_factory=tuple)
 
+    @property
+    def model_file(self) -> str:
+        return model_file_name(self.epoch)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -53,6 +57,7 @@ class CheckpointState:
             "phase": self.phase,
             "optimizer_steps": self.optimizer_steps,
             "phase_start_steps": self.phase_start_steps,
+            "model_file": self.model_file,
             "history": [r.to_dict() for r in self.history],
         }
 
@@ -82,23 +87,44 @@ def read_checkpoint_history(checkpoint_dir: Path) -> list[EpochRecord]:
     return list(state.history) if state else []
 
 
+def model_file_name(epoch: int) -> str:
+    return f"model-e{epoch:04d}.keras"
+
+
+def checkpoint_model_path(checkpoint_dir: Path) -> Path | None:
+    """The model file of the last committed epoch, or ``None`` when there is no checkpoint."""
+    state = read_state(Path(checkpoint_dir))
+    return Path(checkpoint_dir) / state.model_file if state else None
+
+
+def _replace_atomically(folder: Path, final: str, write: Any) -> None:
+    tmp = folder / f".{final}.{os.getpid()}.tmp{Path(final).suffix}"
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / final)
+
+
 def save_checkpoint(checkpoint_dir: Path, model: keras.Model, state: CheckpointState) -> None:
-    """Atomically write the model (with optimizer state), then the state that describes it."""
+    """Write the epoch's model to its own file, commit ``state.json`` naming it, then drop older models."""
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_model = folder / f".model.{os.getpid()}.tmp.keras"
-    model.save(tmp_model)
-    tmp_state = folder / f".state.{os.getpid()}.tmp.json"
-    tmp_state.write_text(json.dumps(state.to_dict(), indent=1))
-    os.replace(tmp_model, folder / MODEL_FILE)
-    os.replace(tmp_state, folder / STATE_FILE)
+    _replace_atomically(folder, state.model_file, model.save)
+    payload = json.dumps(state.to_dict(), indent=1)
+    _replace_atomically(folder, STATE_FILE, lambda path: Path(path).write_text(payload))
+    for old in folder.glob("model-e*.keras"):
+        if old.name != state.model_file:
+            old.unlink(missing_ok=True)
+    for leftover in folder.glob(".*.tmp*"):  # from a process killed mid-write
+        if f".{os.getpid()}." not in leftover.name:
+            leftover.unlink(missing_ok=True)
 
 
 def load_checkpoint_model(checkpoint_dir: Path, state: CheckpointState) -> keras.Model:
     """The compiled model of the checkpoint, optimizer state restored, checked against ``state``."""
     import keras
 
-    path = Path(checkpoint_dir) / MODEL_FILE
+    path = Path(checkpoint_dir) / state.model_file
     if not path.is_file():
         raise ExperimentError(f"{path}: missing although {STATE_FILE} records epoch {state.epoch}")
     try:
@@ -109,7 +135,7 @@ def load_checkpoint_model(checkpoint_dir: Path, state: CheckpointState) -> keras
     if state.phase_start_steps + steps != state.optimizer_steps:
         raise ExperimentError(
             f"{path}: optimizer is at step {state.phase_start_steps + steps} but {STATE_FILE} says "
-            f"{state.optimizer_steps} (interrupted between the two writes); delete the folder to restart"
+            f"{state.optimizer_steps}; the checkpoint is inconsistent, delete the folder to restart"
         )
     return model
 

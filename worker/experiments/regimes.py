@@ -35,8 +35,8 @@ import numpy as np
 
 from worker.experiments.callbacks import EpochEnd
 from worker.experiments.checkpoints import (
-    MODEL_FILE,
     CheckpointState,
+    checkpoint_model_path,
     load_checkpoint_model,
     optimizer_iterations,
     read_checkpoint_history,
@@ -215,6 +215,6 @@ def _result(checkpoint_dir: Path, state: CheckpointState, total: int, *, stopped
         total_epochs=total,
         stopped=stopped,
         optimizer_steps=state.optimizer_steps,
-        checkpoint_path=checkpoint_dir / MODEL_FILE,
+        checkpoint_path=checkpoint_model_path(checkpoint_dir) or checkpoint_dir,
         history=state.history,
     )

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from worker.experiments.checkpoints import MODEL_FILE, STATE_FILE, optimizer_iterations
+from worker.experiments.checkpoints import STATE_FILE, checkpoint_model_path, optimizer_iterations
 from worker.experiments.data import Cifar10, load_cifar10
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import base_of, weights_file_name
@@ -44,7 +44,7 @@ def finetune_run(
     def sink(record: EpochRecord) -> None:
         seen.append(record)
         if record.epoch == 1:  # the checkpoint is saved before on_epoch is called
-            shutil.copy(ckpt / MODEL_FILE, after_head)
+            shutil.copy(checkpoint_model_path(ckpt), after_head)
 
     result = train(FINETUNE, data, ckpt, weights_dir=str(weights_dir), on_epoch=sink)
     return {"result": result, "seen": seen, "after_head": after_head, "ckpt": ckpt}
@@ -86,7 +86,9 @@ def test_finetune_epochs_are_continuous_and_labelled(finetune_run: dict[str, Any
         result.history == tuple(finetune_run["seen"]) == tuple(read_checkpoint_history(finetune_run["ckpt"]))
     )
     assert (result.epochs_completed, result.total_epochs, result.stopped) == (3, 3, False)
-    assert result.optimizer_steps == 3 * 7 and result.checkpoint_path == finetune_run["ckpt"] / MODEL_FILE
+    assert result.optimizer_steps == 3 * 7 and result.checkpoint_path == checkpoint_model_path(
+        finetune_run["ckpt"]
+    )
 
 
 def test_finetune_head_phase_trains_only_the_head(finetune_run: dict[str, Any], weights_dir: Path) -> None:

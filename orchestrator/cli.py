@@ -155,7 +155,7 @@ def submit_all(
     flow.check_image(photo)
     plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
     flow.submit_plan(
-        cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait, photo=photo
+        cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait
     )
 
 
@@ -224,7 +224,6 @@ def submit_visualize(
         overrides=overrides,
         force=force,
         wait=wait,
-        photo=photos[0] if photos else None,
     )
 
 

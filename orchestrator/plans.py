@@ -6,7 +6,7 @@ the ``imagenet`` regime's trained model, and one report that waits for everythin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from storage.models import RunKind
@@ -117,11 +117,10 @@ def plan_train(profile: Profile, *, regime: str, seeds: int, base_seed: int) -> 
 def plan_visualize(profile: Profile, *, images: list[str], seed: int, source: str) -> Plan:
     if source == "checkpoint":
         raise SpecError("--source", "use 'imagenet' or 'none' here; `submit all` visualizes a trained model")
-    return Plan(
-        name="visualize",
-        runs=tuple(_visualize_run(profile, image, seed, None, source) for image in images),
-        report=False,
-    )
+    runs = [_visualize_run(profile, image, seed, None, source) for image in images]
+    # Several photos share the label "photo": number the plan keys so each run is its own.
+    runs = [replace(run, key=f"{run.key}/{i}") for i, run in enumerate(runs)]
+    return Plan(name="visualize", runs=tuple(runs), report=False)
 
 
 def report_run(sweep_id: str, depends_on: tuple[str, ...]) -> PlannedRun:

@@ -21,7 +21,8 @@ from orchestrator.plans import Plan, report_run
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.config import Settings
-from storage.models import Run, RunStatus
+from storage.models import Run, RunKind, RunStatus
+from worker.specs import BUILTIN_IMAGES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -119,16 +120,18 @@ def profile_values(profile: str, assignments: tuple[str, ...]) -> tuple[dict[str
     return resolve_profile(profile, overrides), overrides
 
 
-def _stage_photos(store: ArtifactStore, plan: Plan, photo: Path | None) -> Plan:
-    """Replace the photo's path in visualization specs by its staged copy in the artifact store."""
-    if photo is None:
-        return plan
-    staged = stage_image(store, photo)
-    runs = tuple(
-        replace(r, spec=dict(r.spec, image=staged)) if r.spec.get("image") == str(photo) else r
-        for r in plan.runs
-    )
-    return replace(plan, runs=runs)
+def _stage_photos(store: ArtifactStore, plan: Plan) -> Plan:
+    """Replace every photo path in visualization specs by its staged copy in the artifact store."""
+    staged: dict[str, str] = {}
+    runs = []
+    for run in plan.runs:
+        image = run.spec.get("image")
+        if run.kind == RunKind.VISUALIZE and image not in BUILTIN_IMAGES and not str(image).startswith("artifact:"):
+            if image not in staged:
+                staged[image] = stage_image(store, Path(image))
+            run = replace(run, spec=dict(run.spec, image=staged[image]))
+        runs.append(run)
+    return replace(plan, runs=tuple(runs))
 
 
 def submit_plan(
@@ -140,7 +143,6 @@ def submit_plan(
     overrides: dict[str, str],
     force: bool,
     wait: bool | None,
-    photo: Path | None = None,
 ) -> Submitted:
     """Validate services, write the sweep, send what is ready, and (optionally) follow it to the end."""
     from rich.console import Console
@@ -152,7 +154,7 @@ def submit_plan(
     console = Console(stderr=False)
     db = open_db()  # exit 1 with the URL if the database is unreachable; nothing written yet
     app = check_broker(settings)  # likewise for the broker
-    plan = _stage_photos(ArtifactStore(settings.artifacts_dir), plan, photo)
+    plan = _stage_photos(ArtifactStore(settings.artifacts_dir), plan)
     with db.session() as s:
         submitted = create_sweep(
             s,

@@ -154,9 +154,7 @@ def submit_all(
     photo = image or flow.default_photo()
     flow.check_image(photo)
     plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
-    flow.submit_plan(
-        cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait
-    )
+    flow.submit_plan(cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait)
 
 
 @submit.command("train")

@@ -180,9 +180,9 @@ def render_table(sweep_id: str, rows: list[RunRow]) -> Table:
             r.device or "",
             str(r.attempts),
         )
-    failed = [r for r in rows if r.status == "failed" and r.error]
-    for r in failed:
-        table.caption = (table.caption or "") + f"\n{r.id}: {r.error.splitlines()[0][:160]}"
+    for r in rows:
+        if r.status == "failed" and r.error:
+            table.caption = (table.caption or "") + f"\n{r.id}: {r.error.splitlines()[0][:160]}"
     return table
 
 

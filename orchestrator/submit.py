@@ -125,8 +125,12 @@ def _stage_photos(store: ArtifactStore, plan: Plan) -> Plan:
     staged: dict[str, str] = {}
     runs = []
     for run in plan.runs:
-        image = run.spec.get("image")
-        if run.kind == RunKind.VISUALIZE and image not in BUILTIN_IMAGES and not str(image).startswith("artifact:"):
+        image = str(run.spec.get("image", ""))
+        if (
+            run.kind == RunKind.VISUALIZE
+            and image not in BUILTIN_IMAGES
+            and not image.startswith("artifact:")
+        ):
             if image not in staged:
                 staged[image] = stage_image(store, Path(image))
             run = replace(run, spec=dict(run.spec, image=staged[image]))

@@ -32,6 +32,16 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
+def _wait_ready(log: Path) -> None:
+    """The benchmark is about a warm worker: wait until Celery says it is ready (queues declared)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and " ready." in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"worker did not start; see {log}")
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -61,18 +71,22 @@ def _celery_argv(app: str, queue: str, per_child: int) -> list[str]:
         "--without-gossip",
         "--without-mingle",
         "--loglevel",
-        "WARNING",
+        "INFO",
     ]
 
 
 def plain(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float, float]:
     import redis
 
-    env = dict(os.environ, BENCH_BROKER_URL=broker, PYTHONPATH=str(ROOT))
-    client = redis.Redis.from_url(broker)
+    env = dict(os.environ, BENCH_BROKER_URL=broker, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    os.environ["BENCH_BROKER_URL"] = broker  # for importing plain_app here, to send
+    sys.path.insert(0, str(ROOT / "bench"))
+    client = redis.Redis.from_url(broker, socket_timeout=300)  # BLPOP waits longer than the default
     client.flushdb()
-    proc = _start(_celery_argv("plain_app", "plain", per_child), env, home / f"plain-{per_child}.log")
+    log = home / f"plain-{per_child}.log"
+    proc = _start(_celery_argv("plain_app", "plain", per_child), env, log)
     try:
+        _wait_ready(log)
         from plain_app import app  # type: ignore[import-not-found]
 
         latencies = []
@@ -107,7 +121,9 @@ def convlab(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float,
     db = get_database(settings)
     app = create_app(settings)
     argv = _celery_argv("noop_app", "convlab", per_child)
-    proc = _start(argv, env, home / f"convlab-{per_child}.log")
+    log = home / f"convlab-{per_child}.log"
+    proc = _start(argv, env, log)
+    _wait_ready(log)
 
     def submit(n: int) -> list[str]:
         with db.session() as s:
@@ -124,8 +140,7 @@ def convlab(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float,
                 ).id
                 for _ in range(n)
             ]
-        with db.session() as s:
-            dispatch_ready(app, s)
+        dispatch_ready(app, db)
         return ids
 
     def wait(ids: list[str]) -> list[float]:

@@ -66,6 +66,5 @@ def retry_run(settings: Settings, db: Any, run_id: str) -> list[str]:
             if child.status in (RunStatus.FAILED, RunStatus.CANCELLED):
                 repo.retry_run(s, child.id)
                 lines.append(f"{child.id}: queued again (depends on {run_id})")
-    with db.session() as s:
-        dispatch_ready(app, s)
+    dispatch_ready(app, db)
     return lines

@@ -174,8 +174,7 @@ def submit_plan(
         console.print(
             f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them"
         )
-    with db.session() as s:
-        dispatch_ready(app, s)
+    dispatch_ready(app, db)
     if wait is None:
         wait = settings.embedded_broker
     if not wait:

@@ -159,7 +159,8 @@ def _is_connect_error(exc: DBAPIError) -> bool:
 
 def _current(engine: Engine, url: str) -> str | None:
     try:
-        with engine.connect() as conn:
+        # Reading the revision needs no write lock (every fresh task process asks once).
+        with engine.connect().execution_options(convlab_readonly=True) as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except (OperationalError, InterfaceError) as exc:
         raise unavailable(url, exc) from exc

@@ -2,7 +2,8 @@
 
 A message carries one run id and nothing else; the database says what the run is. The message is sent
 first and ``enqueued_at`` recorded after, so a crash in between can only cause a duplicate message
-(harmless: claiming a run is compare-and-set), never a run that nobody will ever send.
+(harmless: claiming a run is compare-and-set), never a run that nobody will ever send. No database
+transaction is held open while the broker is spoken to: a slow broker must never hold SQLite's write lock.
 """
 
 from __future__ import annotations
@@ -13,26 +14,33 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from storage import repository as repo
-from storage.models import Run, RunKind
+from storage.db import Database
+from storage.models import RunKind
 from worker.app import QUEUE
 from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 
 TASK_FOR_KIND = {RunKind.TRAIN: TASK_TRAIN, RunKind.VISUALIZE: TASK_VISUALIZE, RunKind.REPORT: TASK_REPORT}
 
 
-def send_run(app: Celery, run: Run) -> None:
-    app.send_task(TASK_FOR_KIND[RunKind(run.kind)], args=[run.id], queue=QUEUE)
+def send_run(app: Celery, run_id: str, kind: RunKind | str) -> None:
+    app.send_task(TASK_FOR_KIND[RunKind(kind)], args=[run_id], queue=QUEUE)
 
 
-def dispatch_ready(app: Celery, session: Session, runs: Iterable[Run] | None = None) -> list[str]:
-    """Send every queued run whose dependencies all succeeded and that was not sent yet."""
-    ready = list(runs) if runs is not None else repo.ready_unenqueued_runs(session)
-    sent = []
-    for run in ready:
-        send_run(app, run)
-        repo.mark_enqueued(session, run.id)
-        sent.append(run.id)
-    return sent
+def dispatch_ready(app: Celery, db: Database, only: Iterable[str] | None = None) -> list[str]:
+    """Send every queued run whose dependencies are done and that no message carries yet (or ``only``
+    those of them), then record that they were sent."""
+    with db.session(readonly=True) as s:
+        ready = [(run.id, run.kind) for run in repo.ready_unenqueued_runs(s)]
+    if only is not None:
+        wanted = set(only)
+        ready = [(run_id, kind) for run_id, kind in ready if run_id in wanted]
+    for run_id, kind in ready:
+        send_run(app, run_id, kind)
+    if ready:
+        with db.session() as s:
+            for run_id, _ in ready:
+                repo.mark_enqueued(s, run_id)
+    return [run_id for run_id, _ in ready]
 
 
 def fail_blocked(session: Session) -> list[str]:

@@ -47,6 +47,5 @@ def reap(app: Celery, db: Database, *, lease_seconds: float) -> ReapReport:
                 log.warning("run %s lost its worker %s; re-queued", run.id, run.worker)
                 requeued.append(run.id)
         failed.extend(fail_blocked(s))
-    with db.session() as s:
-        sent = dispatch_ready(app, s)
+    sent = dispatch_ready(app, db)
     return ReapReport(tuple(requeued), tuple(failed), tuple(sent))

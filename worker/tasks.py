@@ -22,7 +22,7 @@ from storage.errors import NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
 from worker import shutdown
 from worker.context import RunContext, StopReason
-from worker.dispatch import dispatch_ready, fail_blocked, send_run
+from worker.dispatch import dispatch_ready, fail_blocked
 from worker.heartbeat import RunHeartbeat
 from worker.runners import RUNNERS
 from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
@@ -138,14 +138,14 @@ def _conclude(task: Task, db: Database, ctx: RunContext) -> str:
             fail_blocked(s)
             return f"{run_id} cancelled"
         if reason == StopReason.SHUTDOWN:
-            if repo.requeue_run(s, run_id, worker=ctx.worker):
-                run = repo.get_run(s, run_id)
-                send_run(task.app, run)
-                repo.mark_enqueued(s, run_id)
-            return f"{run_id} handed back to the queue (worker shutting down)"
-        repo.finish_run(s, run_id, RunStatus.SUCCEEDED, worker=ctx.worker)
-    with db.session() as s:
-        dispatch_ready(task.app, s)
+            handed_back = repo.requeue_run(s, run_id, worker=ctx.worker)
+        else:
+            repo.finish_run(s, run_id, RunStatus.SUCCEEDED, worker=ctx.worker)
+    if reason == StopReason.SHUTDOWN:
+        if handed_back:
+            dispatch_ready(task.app, db, only=[run_id])
+        return f"{run_id} handed back to the queue (worker shutting down)"
+    dispatch_ready(task.app, db)
     return f"{run_id} succeeded"
 
 

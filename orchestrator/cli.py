@@ -267,6 +267,8 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
         return
     sweep_id = resolve_sweep(db, target)
     console = Console()
+    if not console.is_terminal:
+        console.width = 200  # a pipe or a log: do not squeeze the table into 80 columns
     if watch and not as_json:
         monitor.watch(db, sweep_id, console)
         return

@@ -46,3 +46,9 @@ def test_unreachable_database_raises_database_unavailable_with_masked_password()
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
     with pytest.raises(DatabaseUnavailable):
         current_revision(url)
+
+
+def test_the_fast_schema_check_knows_the_latest_revision() -> None:
+    from storage.db import SCHEMA_REVISION, head_revision
+
+    assert SCHEMA_REVISION == head_revision()

@@ -51,4 +51,4 @@ def test_unreachable_database_raises_database_unavailable_with_masked_password()
 def test_the_fast_schema_check_knows_the_latest_revision() -> None:
     from storage.db import SCHEMA_REVISION, head_revision
 
-    assert SCHEMA_REVISION == head_revision()
+    assert head_revision() == SCHEMA_REVISION

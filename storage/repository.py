@@ -151,9 +151,14 @@ def dependents_of(s: Session, run_id: str) -> list[Run]:
     return list(s.scalars(stmt))
 
 
-def record_environment(s: Session, run_id: str, environment: dict[str, Any]) -> None:
-    """What the run executes with (Keras version, backend, ...), shown in the report's provenance."""
-    _cas(s, update(Run).where(Run.id == run_id).values(environment=environment))
+def record_environment(
+    s: Session, run_id: str, environment: dict[str, Any], *, device: str | None = None
+) -> None:
+    """What the run executes on and with (device; Keras version, backend, ...), for status and provenance."""
+    values: dict[str, Any] = {"environment": environment}
+    if device is not None:
+        values["device"] = device
+    _cas(s, update(Run).where(Run.id == run_id).values(**values))
 
 
 def clear_enqueued(s: Session, run_id: str) -> None:

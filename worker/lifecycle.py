@@ -1,15 +1,17 @@
-"""Worker-process signals: the worker's own heartbeat row, the reaper timer, and the shutdown flag.
+"""Worker-process signals: register the worker, start its maintenance process, flag a shutdown.
 
-Task processes are forked from this one; they never reuse its database connections because
-``storage.db`` caches engines per process id.
+Task processes are forked from this one. Its database work happens only here, in the main thread that
+also forks (never concurrently with a fork), and task processes never reuse its connections because
+``storage.db`` caches engines per process id. The timer work runs in ``worker.maintenance``.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
 import socket
-import threading
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
@@ -17,26 +19,10 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from storage import repository as repo
 from storage.db import get_database
 from worker import shutdown
-from worker.reaper import reap
+from worker.maintenance import run_maintenance
 
 log = logging.getLogger(__name__)
-_stop = threading.Event()
-
-
-def _maintenance_loop(app: Any, name: str) -> None:
-    settings = app.conf.convlab_settings
-    db = get_database(settings)
-    # Often enough that a lost run is noticed soon after its lease ends.
-    interval = max(0.5, min(settings.heartbeat_seconds, settings.lease_seconds / 3))
-    while not _stop.wait(interval):
-        try:
-            with db.session() as s:
-                repo.touch_worker(s, name)
-            report = reap(app, db, lease_seconds=settings.lease_seconds)
-            if report.requeued or report.failed:
-                log.warning("reaper: requeued %s, failed %s", report.requeued, report.failed)
-        except Exception:  # noqa: BLE001 - keep reaping through database or broker hiccups
-            log.warning("maintenance pass failed; retrying", exc_info=True)
+_maintenance: list[multiprocessing.process.BaseProcess] = []
 
 
 @worker_ready.connect
@@ -56,9 +42,11 @@ def _on_ready(sender: Any, **_: Any) -> None:
             device=settings.worker_device or "CPU",
             slots=settings.worker_slots,
         )
-    threading.Thread(
-        target=_maintenance_loop, args=(app, name), name="convlab-maintenance", daemon=True
-    ).start()
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_maintenance, args=(settings, name, os.getpid()), name="convlab-maintenance", daemon=True
+    )
+    process.start()
+    _maintenance.append(process)
 
 
 @worker_shutting_down.connect
@@ -70,7 +58,8 @@ def _on_shutting_down(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _on_shutdown(sender: Any, **_: Any) -> None:
-    _stop.set()
+    for process in _maintenance:
+        process.terminate()
     settings = sender.app.conf.convlab_settings
     shutdown.clear_stop(settings)
     try:

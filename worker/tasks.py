@@ -7,6 +7,7 @@ workers can never execute the same run at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import traceback
@@ -65,10 +66,8 @@ def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | No
     return None
 
 
-def execute(task: Task, run_id: str, kind: RunKind) -> str:
-    settings = _settings(task)
-    db = get_database(settings)
-    worker_name = task.request.hostname or socket.gethostname()
+def _claim(db: Database, settings: Settings, run_id: str, kind: RunKind, worker_name: str) -> tuple | str:
+    """(spec, sweep_id) of the run now held by this worker, or why it is not executed here."""
     try:
         with db.session() as s:
             run = repo.get_run(s, run_id)
@@ -80,11 +79,13 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
     blocked = _wait_for_dependencies(db, run_id, kind)
     if blocked:
         return f"{run_id} not started: {blocked}"
-
-    device, environment = _device_and_environment(kind)
     with db.session() as s:
         claimed = repo.claim_run(
-            s, run_id, worker=worker_name, device=device, lease_seconds=settings.lease_seconds
+            s,
+            run_id,
+            worker=worker_name,
+            device=settings.worker_device or "?",
+            lease_seconds=settings.lease_seconds,
         )
         if claimed is None:
             return f"{run_id} is held by another worker or finished"
@@ -94,9 +95,23 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
             )
             fail_blocked(s)
             return f"{run_id} failed: attempts exhausted"
-        spec, sweep_id = dict(claimed.spec), claimed.sweep_id
-        if environment:
-            repo.record_environment(s, run_id, environment)
+        return dict(claimed.spec), claimed.sweep_id
+
+
+def execute(task: Task, run_id: str, kind: RunKind) -> str:
+    settings = _settings(task)
+    worker_name = task.request.hostname or socket.gethostname()
+    db = get_database(settings)
+    try:
+        claimed = _claim(db, settings, run_id, kind, worker_name)
+    except Exception:
+        # The message is acknowledged anyway: let the reaper send the run again instead of losing it.
+        with contextlib.suppress(Exception), db.session() as s:
+            repo.clear_enqueued(s, run_id)
+        raise
+    if isinstance(claimed, str):
+        return claimed
+    spec, sweep_id = claimed
 
     shutdown.install_child_handler()
     with RunHeartbeat(db, run_id, worker_name, settings.heartbeat_seconds) as beat:
@@ -111,6 +126,9 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
             sweep_id=sweep_id,
         )
         try:
+            device, environment = _device_and_environment(kind)
+            with db.session() as s:
+                repo.record_environment(s, run_id, environment, device=device)
             RUNNERS[kind](ctx)
         except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
             log.exception("run %s failed", run_id)

@@ -92,7 +92,13 @@ def balanced_indices(labels: np.ndarray, limit: int | None, rng: np.random.Gener
 def _load_keras() -> Cifar10:
     import keras
 
-    (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
+    try:
+        (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
+    except Exception as exc:  # noqa: BLE001 - offline, proxy, truncated cache: one actionable line
+        raise DataError(
+            f"CIFAR-10: no path given and Keras's download (cifar10.load_data) failed: {exc}; "
+            "give the path of cifar-10-python.tar.gz (CONVLAB_CIFAR10)"
+        ) from None
     names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     return Cifar10(
         x_train, y_train.reshape(-1).astype(np.int64), x_val, y_val.reshape(-1).astype(np.int64), names

@@ -1,0 +1,46 @@
+"""The worker's maintenance process: its liveness row and the reaper, on a timer.
+
+It runs in its own spawned process, not as a thread of Celery's main process, because that process forks
+a task process for every task: SQLite keeps its lock bookkeeping per process, so a fork taken while a
+thread is inside a write transaction leaves the child believing the database is locked (SQLite's
+documented fork hazard). The spawned process shares nothing with the forks. It exits when its parent,
+the Celery main process, is gone (even after a SIGKILL), so a dead worker never looks alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from storage import repository as repo
+from storage.config import Settings
+from storage.db import get_database
+
+log = logging.getLogger(__name__)
+
+
+def interval_for(settings: Settings) -> float:
+    """Often enough that a lost run is noticed soon after its lease ends."""
+    return max(0.5, min(settings.heartbeat_seconds, settings.lease_seconds / 3))
+
+
+def run_maintenance(settings: Settings, worker_name: str, parent_pid: int) -> None:
+    """Entry point of the spawned process: loop until the parent worker process is gone."""
+    from worker.app import create_app
+    from worker.reaper import reap
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Maintenance] %(message)s")
+    app = create_app(settings)
+    db = get_database(settings)
+    interval = interval_for(settings)
+    while os.getppid() == parent_pid:
+        try:
+            with db.session() as s:
+                repo.touch_worker(s, worker_name)
+            report = reap(app, db, lease_seconds=settings.lease_seconds)
+            if report.requeued or report.failed:
+                log.warning("reaper: requeued %s, failed %s", report.requeued, report.failed)
+        except Exception:  # noqa: BLE001 - keep reaping through database or broker hiccups
+            log.warning("maintenance pass failed; retrying", exc_info=True)
+        time.sleep(interval)

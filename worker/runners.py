@@ -36,7 +36,11 @@ def run_train(ctx: RunContext) -> None:
                 repo.record_epoch(s, ctx.run_id, **record.to_dict())
 
     data = load_cifar10(
-        ctx.settings.cifar10_path, train_limit=spec.train_limit, val_limit=spec.val_limit, seed=spec.seed
+        ctx.settings.cifar10_path,
+        train_limit=spec.train_limit,
+        val_limit=spec.val_limit,
+        seed=spec.seed,
+        cache_dir=ctx.settings.home / "cache",
     )
 
     def on_epoch(record: EpochRecord) -> None:

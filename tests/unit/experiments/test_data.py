@@ -64,3 +64,37 @@ def test_wrong_format_file_and_batch(tmp_path: Path) -> None:
     (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DataError, match="data_batch_3"):
         load_cifar10(folder)
+
+
+def test_disk_cache_is_keyed_by_the_source_file(cifar_tar: Path, tmp_path: Path) -> None:
+    from worker.experiments import data as data_module
+
+    source = tmp_path / "cifar-10-python.tar.gz"
+    source.write_bytes(cifar_tar.read_bytes())  # a private copy: the session fixture stays intact
+    cache = tmp_path / "cache"
+    load_cifar10(source, cache_dir=cache)
+    (cached,) = cache.glob("cifar10-*.npz")
+    data_module._CACHE.clear()  # what a fresh task process starts with
+    source.write_bytes(b"")  # the source changed (size and mtime) ...
+    with pytest.raises(DataError):
+        load_cifar10(source, cache_dir=cache)  # ... so it is read again, never served from the stale cache
+    assert cached.exists()
+
+
+def test_disk_cache_is_used_for_an_unchanged_source(cifar_tar: Path, tmp_path: Path) -> None:
+    from worker.experiments import data as data_module
+
+    cache = tmp_path / "cache"
+    first = load_cifar10(cifar_tar, cache_dir=cache)
+    data_module._CACHE.clear()
+    decoded = []
+    original = data_module._read_tarball
+    data_module._read_tarball = lambda path: decoded.append(path) or original(path)  # type: ignore[assignment]
+    try:
+        second = load_cifar10(cifar_tar, cache_dir=cache)
+    finally:
+        data_module._read_tarball = original  # type: ignore[assignment]
+    assert decoded == []  # read from the cache, not decoded again
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_val, second.y_val)
+    assert first.class_names == second.class_names

@@ -143,7 +143,7 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
     ax.set_xlabel("Epoch")
     ax.set_ylabel("Accuracy [%]" if is_acc else "Loss (categorical cross-entropy)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="lower right" if is_acc else "upper right")
+    ax.legend(fontsize=8, ncol=2, loc="best")  # the curves move with the profile: let matplotlib find room
     fig.tight_layout()
     if phase is not None:
         caption += (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 # name -> (default, why). A default of "" means "unset": see the property that derives it.
@@ -67,10 +67,6 @@ class Settings:
         return f"sqlite:///{(self.home / 'convlab.db').resolve()}"
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 
@@ -81,9 +77,6 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
-
-    def with_home(self, home: Path) -> Settings:
-        return replace(self, home=home)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -28,20 +28,25 @@ def submit_training(stack: Stack, *extra: str, regime: str = "imagenet") -> str:
     return runs[0]["id"]
 
 
-def _finished(stack: Stack, run_id: str):  # noqa: ANN202
-    state = run_state(stack.db(), run_id)
-    return state if state["status"] in TERMINAL else None
+def wait_until_ended(stack: Stack, run_id: str, *workers: str, timeout: float = 240) -> dict:
+    """The run's final state; on timeout, the named workers' logs explain why."""
+
+    def ended() -> dict | None:
+        state = run_state(stack.db(), run_id)
+        return state if state["status"] in TERMINAL else None
+
+    return wait_for(
+        ended,
+        timeout=timeout,
+        what=f"{run_id} to end",
+        on_timeout=lambda: "".join(stack.log_of(w) for w in workers),
+    )
 
 
 def test_training_succeeds_with_metrics_device_and_artifacts(server_stack: Stack) -> None:
     run_id = submit_training(server_stack, regime="finetune")
     server_stack.start_worker("w1")
-    state = wait_for(
-        lambda: _finished(server_stack, run_id),
-        timeout=240,
-        what="the run to end",
-        on_timeout=lambda: server_stack.log_of("w1"),
-    )
+    state = wait_until_ended(server_stack, run_id, "w1")
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2]  # smoke finetune: one head epoch, one tune epoch, numbered on
     assert any(p.endswith("checkpoint/model-e0002.keras") for p in state["artifacts"])
@@ -71,12 +76,7 @@ def test_sigkill_mid_training_resumes_on_another_worker(server_stack: Stack) -> 
         on_timeout=lambda: server_stack.log_of("w2"),
     )
     resumed_after = time.monotonic() - killed_at
-    state = wait_for(
-        lambda: _finished(server_stack, run_id),
-        timeout=240,
-        what="the run to end",
-        on_timeout=lambda: server_stack.log_of("w2"),
-    )
+    state = wait_until_ended(server_stack, run_id, "w2")
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2, 3, 4]  # contiguous, each stored once
     assert state["attempts"] == 2
@@ -98,12 +98,7 @@ def test_sigterm_hands_the_run_back_and_another_worker_finishes_it(server_stack:
     state = run_state(db, run_id)
     assert state["status"] in ("queued", "succeeded"), state  # handed back (or it had just finished)
     server_stack.start_worker("w2")
-    state = wait_for(
-        lambda: _finished(server_stack, run_id),
-        timeout=240,
-        what="the run to end",
-        on_timeout=lambda: server_stack.log_of("w1") + server_stack.log_of("w2"),
-    )
+    state = wait_until_ended(server_stack, run_id, "w1", "w2")
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2, 3, 4]
 
@@ -124,12 +119,7 @@ def test_a_run_that_always_loses_its_worker_fails_after_the_cap(server_stack: St
         )
         kill_worker(worker, signal.SIGKILL)
     server_stack.start_worker("w3")  # its reaper finds the stale run at the cap
-    state = wait_for(
-        lambda: _finished(server_stack, run_id),
-        timeout=120,
-        what="the run to be failed",
-        on_timeout=lambda: server_stack.log_of("w3"),
-    )
+    state = wait_until_ended(server_stack, run_id, "w3", timeout=120)
     assert state["status"] == "failed"
     assert "gave up after 2 attempts" in state["error"]
 
@@ -137,12 +127,7 @@ def test_a_run_that_always_loses_its_worker_fails_after_the_cap(server_stack: St
 def test_redelivered_message_for_a_finished_run_does_nothing(server_stack: Stack) -> None:
     run_id = submit_training(server_stack)
     server_stack.start_worker("w1")
-    state = wait_for(
-        lambda: _finished(server_stack, run_id),
-        timeout=240,
-        what="the run to end",
-        on_timeout=lambda: server_stack.log_of("w1"),
-    )
+    state = wait_until_ended(server_stack, run_id, "w1")
     assert state["status"] == "succeeded"
     from worker.app import create_app
     from worker.specs import TASK_TRAIN

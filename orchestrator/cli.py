@@ -339,6 +339,7 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
 @handle_errors
 def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, loglevel: str) -> None:
     """Start a Celery worker (replaces this process, so signals reach Celery directly)."""
+    from orchestrator.services import check_broker
     from worker.launch import worker_launch
 
     try:
@@ -346,16 +347,10 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
     except ValueError as exc:
         raise UserError(str(exc)) from None
     cli.db()  # create or check the schema before the worker starts (and fail early if unreachable)
-    _check_broker(cli.settings)
+    check_broker(cli.settings)
     click.echo(f"starting worker {launch.name} ({launch.env['CONVLAB_WORKER_DEVICE']})", err=True)
     sys.stdout.flush()
     os.execvpe(launch.argv[0], launch.argv, launch.env)
-
-
-def _check_broker(settings: Settings) -> None:
-    from orchestrator.services import check_broker
-
-    check_broker(settings)
 
 
 @main.command()

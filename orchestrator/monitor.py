@@ -160,11 +160,12 @@ def render_table(sweep_id: str, rows: list[RunRow]) -> Table:
     ):
         table.add_column(column, no_wrap=column != "device")
     for r in rows:
-        done = r.epochs if r.status in ("succeeded", "cached") and r.kind != "train" else r.epoch
+        # Trainings progress by epoch; a visualization or report is one step, done or not.
         total = r.epochs or 1
+        completed = min(r.epoch, total) if r.epochs else int(r.status in ("succeeded", "cached"))
         bar = ProgressBar(
             total=total,
-            completed=min(done if r.epochs else int(r.status in ("succeeded", "cached")), total),
+            completed=completed,
             width=16,
         )
         table.add_row(

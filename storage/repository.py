@@ -284,6 +284,20 @@ def requeue_run(
     return _cas(s, stmt)
 
 
+def release_worker_runs(s: Session, worker: str) -> list[str]:
+    """running -> queued for every run ``worker`` holds, its attempt given back.
+
+    For a caller that has made sure the worker's processes are dead (``submit`` stopping its own local
+    worker on Ctrl-C): the runs need not wait for their lease to expire, and since the worker did not
+    fail them, the attempt does not count. Returns the ids of the runs released.
+    """
+    released = []
+    for run in runs_held_by(s, worker):
+        if requeue_run(s, run.id, worker=worker):
+            released.append(run.id)
+    return released
+
+
 def request_cancel(s: Session, run_id: str) -> RunStatus:
     """queued -> cancelled at once (returns CANCELLED); running -> ``cancel_requested`` (returns RUNNING):
     the task stops at its next epoch boundary. A finished run raises :class:`IllegalTransition`."""

@@ -289,7 +289,7 @@ def cancel(cli: CliContext, run_id: str) -> None:
     """Cancel a run (and what depends on it): queued ones never start, running ones stop at the next epoch."""
     from orchestrator.runs import cancel_run
 
-    for line in cancel_run(cli.db(), run_id):
+    for line in cancel_run(cli.db(), run_id, lease_seconds=cli.settings.lease_seconds):
         click.echo(line)
 
 
@@ -313,16 +313,19 @@ def retry(cli: CliContext, run_id: str) -> None:
 @handle_errors
 def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
     """Figures 1-8, results table and a self-contained report.html for a sweep (default: the latest)."""
-    from orchestrator.report.build import build_report
+    from orchestrator.report.build import render_report
+    from orchestrator.report.data import load_report_data
     from orchestrator.runs import resolve_sweep
 
     db = cli.db()
     sweep_id = resolve_sweep(db, sweep_id)
     try:
-        with db.session() as s:
-            result = build_report(s, cli.settings.artifacts_dir, sweep_id, out)
+        # A snapshot in one short read-only transaction; drawing happens after it, holding no lock.
+        with db.session(readonly=True) as s:
+            data = load_report_data(s, cli.settings.artifacts_dir, sweep_id)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    result = render_report(data, out)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {result.html}")

@@ -32,10 +32,10 @@ def _descendants(s: Any, run_id: str) -> list[Any]:
     return list(seen.values())
 
 
-def cancel_run(db: Any, run_id: str) -> list[str]:
+def cancel_run(db: Any, run_id: str, *, lease_seconds: float) -> list[str]:
     lines = []
     with db.session() as s:
-        outcome = repo.request_cancel(s, run_id)
+        outcome = repo.request_cancel(s, run_id, lease_seconds=lease_seconds)
         lines.append(
             f"{run_id}: cancelled"
             if outcome == RunStatus.CANCELLED
@@ -43,7 +43,7 @@ def cancel_run(db: Any, run_id: str) -> list[str]:
         )
         for child in _descendants(s, run_id):
             if child.status in (RunStatus.QUEUED, RunStatus.RUNNING):
-                repo.request_cancel(s, child.id)
+                repo.request_cancel(s, child.id, lease_seconds=lease_seconds)
                 lines.append(f"{child.id}: cancelled (depends on {run_id})")
     return lines
 

@@ -204,9 +204,10 @@ def _follow(settings: Settings, db: Any, submitted: Submitted, console: Any) -> 
     if local and not monitor.all_finished(rows):
         raise OrchestratorError(f"the local worker exited early; see {local.log_path}")
     failed = [r for r in rows if r.status in ("failed", "cancelled")]
-    report_dir = settings.artifacts_dir / "sweeps" / submitted.sweep_id / "report"
-    if (report_dir / "report.html").exists():
-        console.print(f"report: {report_dir / 'report.html'}", highlight=False)
+    with db.session(readonly=True) as s:
+        report_html = repo.sweep_report_html(s, submitted.sweep_id)
+    if report_html:
+        console.print(f"report: {settings.artifacts_dir / report_html}", highlight=False)
     if failed:
         for r in failed:
             console.print(f"{r.id} {r.kind} {r.label} {r.status}: {r.error or ''}", highlight=False)

@@ -40,3 +40,15 @@ class DatabaseUnavailable(StorageError):
         self.url = mask_url(url)
         super().__init__(f"database {self.url} is unavailable: {reason}")
         self.reason = reason
+
+
+class LeaseLost(StorageError):
+    """A write on behalf of a run by an attempt that no longer holds it (taken over, cancelled, finished).
+
+    The attempt must stop at once and touch nothing more: another attempt's results are the run's now.
+    """
+
+    def __init__(self, run_id: str, fence: int) -> None:
+        super().__init__(f"run {run_id!r}: attempt with fencing token {fence} no longer holds it")
+        self.run_id = run_id
+        self.fence = fence

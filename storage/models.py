@@ -147,6 +147,14 @@ class Run(Base):
     # Set when this run was satisfied by an earlier identical run instead of being executed.
     reused_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The fencing token: incremented by every claim and never decremented (unlike ``attempts``, which a
+    # graceful hand-back refunds). Every write on behalf of a run names the token of the attempt making
+    # it and is refused unless it is still the run's current one, so a paused or partitioned attempt that
+    # lost its run can never touch its results again.
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The checkpoint the run's results stand on: the state file (relative to the artifacts root) of the
+    # last epoch committed by the current attempt. The database, not a file, is the commit point.
+    checkpoint: Mapped[str | None] = mapped_column(String(512), default=None)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     total_epochs: Mapped[int] = mapped_column(Integer, default=0)
     last_epoch: Mapped[int] = mapped_column(Integer, default=0)
@@ -156,6 +164,10 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Which worker took the run's message off the broker, and when (before any task process claims it):
+    # a message held by a worker that died before claiming is sent again by the reaper.
+    received_at: Mapped[datetime | None] = mapped_column(default=None)
+    received_by: Mapped[str | None] = mapped_column(String(255), default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -1,6 +1,11 @@
 """Functions over a :class:`~sqlalchemy.orm.Session`. They flush but never commit: the caller owns the
 transaction (``with db.session() as s:``).
 
+Fencing: each claim gives the attempt a new token (``runs.fence``); every write made on behalf of the run
+(heartbeat, epoch, checkpoint, artifact, environment, finish, hand-back) names it and is refused unless it
+is still the run's current token, with the condition in the same UPDATE. Delivery is at least once; the
+effects are those of exactly one attempt at a time. Lease times are the database's clock (``clock``).
+
 Every status change is one conditional ``UPDATE ... WHERE status = ...`` (compare-and-set), so two workers,
 or a redelivered task, can never move a run backwards: a finished run only leaves its terminal state
 through :func:`retry_run`.
@@ -10,15 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, case, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import Update
 
-from storage.errors import IllegalTransition, NotFound
+from storage.clock import db_ago, db_now
+from storage.errors import IllegalTransition, LeaseLost, NotFound
 from storage.models import (
     TERMINAL_STATUSES,
     Artifact,
@@ -151,25 +157,63 @@ def dependents_of(s: Session, run_id: str) -> list[Run]:
     return list(s.scalars(stmt))
 
 
+def _held(run_id: str, fence: int) -> tuple[Any, ...]:
+    """The condition of every write made on behalf of a run: the writer's attempt still holds it."""
+    return (Run.id == run_id, Run.status == RunStatus.RUNNING, Run.fence == fence)
+
+
+def _fenced(s: Session, run_id: str, fence: int, **values: Any) -> None:
+    """UPDATE the run only if attempt ``fence`` still holds it, else raise :class:`LeaseLost`.
+
+    The condition sits in the UPDATE itself (no read-then-write): on PostgreSQL the row lock it takes
+    orders it against a concurrent claim until the caller's transaction ends, and SQLite's write lock
+    serialises everything, so whatever the caller writes in the same transaction (an epoch row, an
+    artifact) is committed only by the attempt that holds the run.
+    """
+    values.setdefault("heartbeat_at", db_now(s))
+    if not _cas(s, update(Run).where(*_held(run_id, fence)).values(**values)):
+        raise LeaseLost(run_id, fence)
+
+
 def record_environment(
-    s: Session, run_id: str, environment: dict[str, Any], *, device: str | None = None
+    s: Session, run_id: str, environment: dict[str, Any], *, fence: int, device: str | None = None
 ) -> None:
     """What the run executes on and with (device; Keras version, backend, ...), for status and provenance."""
     values: dict[str, Any] = {"environment": environment}
     if device is not None:
         values["device"] = device
-    _cas(s, update(Run).where(Run.id == run_id).values(**values))
+    _fenced(s, run_id, fence, **values)
 
 
 def clear_enqueued(s: Session, run_id: str) -> None:
     """Forget that a queued run was sent: it is sent again once it is ready (its message was consumed)."""
-    _cas(s, update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED).values(enqueued_at=None))
+    _cas(
+        s,
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(enqueued_at=None, received_at=None, received_by=None),
+    )
 
 
 def mark_enqueued(s: Session, run_id: str) -> None:
     """Record that a task message for this run was sent (so the monitor does not send another)."""
-    if not _cas(s, update(Run).where(Run.id == run_id).values(enqueued_at=utcnow())):
+    if not _cas(
+        s,
+        update(Run).where(Run.id == run_id).values(enqueued_at=db_now(s), received_at=None, received_by=None),
+    ):
         raise NotFound("run", run_id)
+
+
+def mark_received(s: Session, run_id: str, worker: str) -> bool:
+    """A worker took the run's message off the broker. If that worker dies before a task process claims
+    the run, the message is gone with it (the embedded broker deletes it once fetched; Redis hides it for
+    the visibility timeout): :func:`lost_messages` finds such runs so the reaper sends them again."""
+    return _cas(
+        s,
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(received_at=db_now(s), received_by=worker),
+    )
 
 
 # ------------------------------------------------------------------------------------------ transitions
@@ -178,20 +222,21 @@ def mark_enqueued(s: Session, run_id: str) -> None:
 def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_seconds: float) -> Run | None:
     """Atomically take a queued run, or a running one whose heartbeat is older than the lease.
 
-    Returns the run (now ``running``, held by ``worker``, ``attempts`` incremented) or None when another
-    worker holds it, it is finished, or it does not exist.
+    Returns the run (now ``running``, held by ``worker``, ``attempts`` incremented, a new ``fence``: the
+    token every later write of this attempt must carry) or None when another attempt holds it, it is
+    finished, its cancel was requested, or it does not exist.
     """
-    now = utcnow()
-    cutoff = now - timedelta(seconds=lease_seconds)
+    now = db_now(s)
     stmt = (
         update(Run)
         .where(
             Run.id == run_id,
+            Run.cancel_requested.is_(False),
             or_(
                 Run.status == RunStatus.QUEUED,
                 and_(
                     Run.status == RunStatus.RUNNING,
-                    or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
+                    or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < db_ago(s, lease_seconds)),
                 ),
             ),
         )
@@ -202,6 +247,9 @@ def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_second
             heartbeat_at=now,
             started_at=case((Run.started_at.is_(None), now), else_=Run.started_at),
             attempts=Run.attempts + 1,
+            fence=Run.fence + 1,
+            received_at=None,
+            received_by=None,
         )
     )
     if not _cas(s, stmt):
@@ -209,14 +257,9 @@ def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_second
     return _refresh_run(s, run_id)
 
 
-def heartbeat(s: Session, run_id: str, worker: str) -> bool:
-    """Prove ``worker`` still runs ``run_id``; False when it lost the run (taken over, cancelled, ...)."""
-    stmt = (
-        update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker)
-        .values(heartbeat_at=utcnow())
-    )
-    return _cas(s, stmt)
+def heartbeat(s: Session, run_id: str, fence: int) -> bool:
+    """Prove attempt ``fence`` still runs ``run_id``; False when it lost the run (taken over, cancelled)."""
+    return _cas(s, update(Run).where(*_held(run_id, fence)).values(heartbeat_at=db_now(s)))
 
 
 def finish_run(
@@ -224,62 +267,93 @@ def finish_run(
     run_id: str,
     status: RunStatus,
     *,
+    fence: int,
     error: str | None = None,
     traceback: str | None = None,
-    worker: str | None = None,
 ) -> bool:
-    """running -> succeeded/failed/cancelled (held by ``worker`` when given). False when not applicable."""
+    """running -> succeeded/failed/cancelled by the attempt holding it. False when it no longer does."""
     status = RunStatus(status)
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"finish_run needs a terminal status, not {status.value}")
-    conditions = [Run.id == run_id, Run.status == RunStatus.RUNNING]
-    if worker is not None:
-        conditions.append(Run.worker == worker)
     stmt = (
         update(Run)
-        .where(*conditions)
-        .values(status=status, finished_at=utcnow(), error=error, traceback=traceback)
+        .where(*_held(run_id, fence))
+        .values(status=status, finished_at=db_now(s), error=error, traceback=traceback)
     )
     return _cas(s, stmt)
 
 
-def fail_run(s: Session, run_id: str, error: str, traceback: str | None = None) -> bool:
-    """queued/running -> failed (a dependency failed, or the attempt cap was reached)."""
-    stmt = (
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
-        .values(status=RunStatus.FAILED, finished_at=utcnow(), error=error, traceback=traceback)
-    )
-    return _cas(s, stmt)
-
-
-def requeue_run(
-    s: Session, run_id: str, *, worker: str | None = None, lost_after_seconds: float | None = None
+def fail_run(
+    s: Session,
+    run_id: str,
+    error: str,
+    traceback: str | None = None,
+    *,
+    lost_after_seconds: float | None = None,
 ) -> bool:
-    """running -> queued; ``enqueued_at`` is cleared so that a fresh message is sent.
+    """queued/running -> failed (a dependency failed, or the attempt cap was reached).
 
-    Without ``lost_after_seconds``: a worker shutting down hands its run back. That is not a lost worker,
-    so the attempt it counted is given back. With it: the reaper takes back a run whose heartbeat is older
-    than that (checked in the same statement, so a heartbeat that just arrived wins); the attempt counts.
+    With ``lost_after_seconds`` only a running run whose heartbeat is older than that is failed (checked
+    in the same statement: a heartbeat that just arrived wins).
     """
-    conditions = [Run.id == run_id, Run.status == RunStatus.RUNNING]
-    if worker is not None:
-        conditions.append(Run.worker == worker)
-    refund = lost_after_seconds is None
-    if not refund:
-        cutoff = utcnow() - timedelta(seconds=float(lost_after_seconds or 0))
-        conditions.append(or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff))
+    conditions: list[Any] = [Run.id == run_id]
+    if lost_after_seconds is None:
+        conditions.append(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+    else:
+        conditions += [Run.status == RunStatus.RUNNING, _stale(s, lost_after_seconds)]
     stmt = (
         update(Run)
         .where(*conditions)
-        .values(
-            status=RunStatus.QUEUED,
-            enqueued_at=None,
-            worker=None,
-            device=None,
-            heartbeat_at=None,
-            attempts=case((Run.attempts > 0, Run.attempts - 1), else_=0) if refund else Run.attempts,
+        .values(status=RunStatus.FAILED, finished_at=db_now(s), error=error, traceback=traceback)
+    )
+    return _cas(s, stmt)
+
+
+def _stale(s: Session, lease_seconds: float) -> Any:
+    return or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < db_ago(s, lease_seconds))
+
+
+_BACK_IN_QUEUE: dict[str, Any] = {
+    "status": RunStatus.QUEUED,
+    "enqueued_at": None,
+    "received_at": None,
+    "received_by": None,
+    "worker": None,
+    "device": None,
+    "heartbeat_at": None,
+}
+_REFUND = case((Run.attempts > 0, Run.attempts - 1), else_=0)
+
+
+def hand_back_run(s: Session, run_id: str, *, fence: int) -> bool:
+    """running -> queued by the attempt holding it (its worker is shutting down). That is not a lost
+    worker, so the attempt is given back. ``enqueued_at`` is cleared so that a fresh message is sent."""
+    return _cas(s, update(Run).where(*_held(run_id, fence)).values(**_BACK_IN_QUEUE, attempts=_REFUND))
+
+
+def requeue_stale_run(s: Session, run_id: str, *, lease_seconds: float) -> bool:
+    """running -> queued for a run whose heartbeat is older than the lease (its worker is presumed dead;
+    checked in the same statement, so a heartbeat that just arrived wins). The attempt counts."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.RUNNING, _stale(s, lease_seconds))
+        .values(**_BACK_IN_QUEUE)
+    )
+    return _cas(s, stmt)
+
+
+def cancel_stale_run(s: Session, run_id: str, *, lease_seconds: float) -> bool:
+    """running -> cancelled for a run whose cancel was requested and whose worker stopped sending
+    heartbeats: nobody is left to stop it at an epoch boundary, and it must never be claimed again."""
+    stmt = (
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.status == RunStatus.RUNNING,
+            Run.cancel_requested.is_(True),
+            _stale(s, lease_seconds),
         )
+        .values(status=RunStatus.CANCELLED, finished_at=db_now(s), error="cancelled by request")
     )
     return _cas(s, stmt)
 
@@ -293,21 +367,36 @@ def release_worker_runs(s: Session, worker: str) -> list[str]:
     """
     released = []
     for run in runs_held_by(s, worker):
-        if requeue_run(s, run.id, worker=worker):
+        stmt = update(Run).where(*_held(run.id, run.fence)).values(**_BACK_IN_QUEUE, attempts=_REFUND)
+        if _cas(s, stmt):
             released.append(run.id)
     return released
 
 
-def request_cancel(s: Session, run_id: str) -> RunStatus:
+def request_cancel(s: Session, run_id: str, *, lease_seconds: float) -> RunStatus:
     """queued -> cancelled at once (returns CANCELLED); running -> ``cancel_requested`` (returns RUNNING):
-    the task stops at its next epoch boundary. A finished run raises :class:`IllegalTransition`."""
+    the task stops at its next epoch boundary. A running run whose heartbeat is older than the lease has
+    no worker left to stop it: it is cancelled at once (CANCELLED). A finished run raises
+    :class:`IllegalTransition`."""
     for _ in range(3):  # the status may change between the conditional updates; settle in a few rounds
         queued = (
             update(Run)
             .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-            .values(status=RunStatus.CANCELLED, finished_at=utcnow(), error="cancelled before it started")
+            .values(status=RunStatus.CANCELLED, finished_at=db_now(s), error="cancelled before it started")
         )
         if _cas(s, queued):
+            return RunStatus.CANCELLED
+        orphaned = (
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.RUNNING, _stale(s, lease_seconds))
+            .values(
+                status=RunStatus.CANCELLED,
+                cancel_requested=True,
+                finished_at=db_now(s),
+                error="cancelled by request (its worker was gone)",
+            )
+        )
+        if _cas(s, orphaned):
             return RunStatus.CANCELLED
         running = (
             update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING).values(cancel_requested=True)
@@ -320,22 +409,22 @@ def request_cancel(s: Session, run_id: str) -> RunStatus:
     raise IllegalTransition(run_id, _refresh_run(s, run_id).status, RunStatus.CANCELLED)
 
 
+def cancel_requested(s: Session, run_id: str) -> bool:
+    return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
 def retry_run(s: Session, run_id: str) -> None:
     """failed/cancelled -> queued with a fresh attempt budget; anything else raises IllegalTransition."""
     stmt = (
         update(Run)
         .where(Run.id == run_id, Run.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
         .values(
-            status=RunStatus.QUEUED,
+            **_BACK_IN_QUEUE,
             attempts=0,
             error=None,
             traceback=None,
             cancel_requested=False,
-            enqueued_at=None,
             finished_at=None,
-            worker=None,
-            device=None,
-            heartbeat_at=None,
         )
     )
     if not _cas(s, stmt):
@@ -347,13 +436,43 @@ def retry_run(s: Session, run_id: str) -> None:
 
 def stale_runs(s: Session, *, lease_seconds: float) -> list[Run]:
     """Running runs whose heartbeat is older than the lease: their worker is presumed dead."""
-    cutoff = utcnow() - timedelta(seconds=lease_seconds)
     stmt = (
         select(Run)
-        .where(Run.status == RunStatus.RUNNING, or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff))
+        .where(Run.status == RunStatus.RUNNING, _stale(s, lease_seconds))
         .order_by(Run.created_at, Run.id)
     )
     return list(s.scalars(stmt))
+
+
+def lost_messages(s: Session, *, lease_seconds: float) -> list[Run]:
+    """Queued runs whose message was taken by a worker that is no longer alive (no liveness row refreshed
+    within the lease) and was received at least a lease ago: that message will never be executed."""
+    alive = exists().where(
+        Worker.name == Run.received_by,
+        Worker.stopped_at.is_(None),
+        Worker.last_seen_at >= db_ago(s, lease_seconds),
+    )
+    stmt = (
+        select(Run)
+        .where(
+            Run.status == RunStatus.QUEUED,
+            Run.received_by.is_not(None),
+            Run.received_at < db_ago(s, lease_seconds),
+            ~alive,
+        )
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def forget_lost_message(s: Session, run_id: str, received_by: str) -> bool:
+    """Clear a lost message's marks (only if the same dead worker still holds them), so it is sent again."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED, Run.received_by == received_by)
+        .values(enqueued_at=None, received_at=None, received_by=None)
+    )
+    return _cas(s, stmt)
 
 
 def ready_unenqueued_runs(s: Session) -> list[Run]:
@@ -400,6 +519,7 @@ def record_epoch(
     s: Session,
     run_id: str,
     *,
+    fence: int,
     epoch: int,
     phase: str,
     loss: float,
@@ -409,22 +529,19 @@ def record_epoch(
     lr: float,
     seconds: float,
     images_per_second: float,
+    checkpoint: str | None = None,
 ) -> None:
-    """Insert or overwrite the metrics of one epoch (a redelivered task rewrites, never duplicates),
-    advance ``run.last_epoch`` (never backwards) and refresh the heartbeat."""
-    now = utcnow()
-    touched = _cas(
-        s,
-        update(Run)
-        .where(Run.id == run_id)
-        .values(
-            last_epoch=case((Run.last_epoch < epoch, epoch), else_=Run.last_epoch),
-            heartbeat_at=now,
-        ),
-    )
-    if not touched:
-        raise NotFound("run", run_id)
-    values = {
+    """Insert or overwrite the metrics of one epoch, advance ``run.last_epoch`` (never backwards),
+    refresh the heartbeat and, with ``checkpoint``, commit the checkpoint state file the epoch ended in.
+
+    Refused with :class:`LeaseLost` unless attempt ``fence`` holds the run: a paused attempt that lost
+    its run cannot overwrite the winner's epochs or point the run at its own checkpoint.
+    """
+    values: dict[str, Any] = {"last_epoch": case((Run.last_epoch < epoch, epoch), else_=Run.last_epoch)}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    _fenced(s, run_id, fence, **values)
+    row = {
         "phase": phase,
         "loss": float(loss),
         "accuracy": float(accuracy),
@@ -433,17 +550,19 @@ def record_epoch(
         "lr": float(lr),
         "seconds": float(seconds),
         "images_per_second": float(images_per_second),
-        "recorded_at": now,
+        "recorded_at": utcnow(),
     }
-    stmt = _insert(s, EpochMetric).values(run_id=run_id, epoch=int(epoch), **values)
-    stmt = stmt.on_conflict_do_update(index_elements=["run_id", "epoch"], set_=values)
+    stmt = _insert(s, EpochMetric).values(run_id=run_id, epoch=int(epoch), **row)
+    stmt = stmt.on_conflict_do_update(index_elements=["run_id", "epoch"], set_=row)
     s.execute(stmt)
 
 
 def add_artifact(
-    s: Session, run_id: str, *, kind: ArtifactKind, path: str, sha256: str, size: int
+    s: Session, run_id: str, *, fence: int, kind: ArtifactKind, path: str, sha256: str, size: int
 ) -> Artifact:
-    """Record a stored file; writing the same path again replaces the record."""
+    """Record a stored file of attempt ``fence`` (:class:`LeaseLost` unless it holds the run); writing
+    the same path again replaces the record."""
+    _fenced(s, run_id, fence)
     values = {"kind": ArtifactKind(kind), "sha256": sha256, "bytes": int(size), "created_at": utcnow()}
     stmt = _insert(s, Artifact).values(run_id=run_id, path=path, **values)
     s.execute(stmt.on_conflict_do_update(index_elements=["run_id", "path"], set_=values))
@@ -453,6 +572,51 @@ def add_artifact(
         .execution_options(populate_existing=True)
     ).one()
     return artifact
+
+
+def clear_artifacts(s: Session, run_id: str, *, fence: int) -> None:
+    """Forget every file recorded for the run (attempt ``fence`` starts its outputs afresh)."""
+    _fenced(s, run_id, fence)
+    s.execute(delete(Artifact).where(Artifact.run_id == run_id))
+
+
+def commit_checkpoint_files(
+    s: Session, run_id: str, *, fence: int, files: Sequence[tuple[str, str, int]]
+) -> None:
+    """Record ``files`` (path, sha256, size) as the run's checkpoint artifacts, replacing the records of
+    every older checkpoint (which its writer prunes once this commits). Fenced like every write."""
+    _fenced(s, run_id, fence)
+    keep = [path for path, _, _ in files]
+    s.execute(
+        delete(Artifact).where(
+            Artifact.run_id == run_id, Artifact.kind == ArtifactKind.CHECKPOINT, Artifact.path.not_in(keep)
+        )
+    )
+    for path, sha256, size in files:
+        add_artifact(
+            s, run_id, fence=fence, kind=ArtifactKind.CHECKPOINT, path=path, sha256=sha256, size=size
+        )
+
+
+def artifact_at(s: Session, run_id: str, path: str) -> Artifact | None:
+    return s.scalars(select(Artifact).where(Artifact.run_id == run_id, Artifact.path == path)).first()
+
+
+def sweep_report_html(s: Session, sweep_id: str) -> str | None:
+    """The ``report.html`` that the sweep's report run recorded (relative to the artifacts root)."""
+    stmt = (
+        select(Artifact.path)
+        .join(Run, Run.id == Artifact.run_id)
+        .where(
+            Run.sweep_id == sweep_id,
+            Run.kind == RunKind.REPORT,
+            Artifact.kind == ArtifactKind.REPORT,
+            Artifact.path.like("%/report.html"),
+        )
+        .order_by(Artifact.created_at.desc())
+        .limit(1)
+    )
+    return s.scalars(stmt).first()
 
 
 def artifacts_of(s: Session, run_id: str) -> list[Artifact]:
@@ -588,7 +752,7 @@ def find_succeeded_by_hash(s: Session, spec_hash: str) -> Run | None:
 
 
 def upsert_worker(s: Session, *, name: str, host: str, pid: int, device: str, slots: int) -> Worker:
-    now = utcnow()
+    now = db_now(s)
     values = {
         "host": host,
         "pid": pid,
@@ -606,17 +770,18 @@ def upsert_worker(s: Session, *, name: str, host: str, pid: int, device: str, sl
 
 
 def touch_worker(s: Session, name: str) -> bool:
-    return _cas(s, update(Worker).where(Worker.name == name).values(last_seen_at=utcnow()))
+    return _cas(s, update(Worker).where(Worker.name == name).values(last_seen_at=db_now(s)))
 
 
 def stop_worker(s: Session, name: str) -> bool:
-    return _cas(s, update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+    return _cas(s, update(Worker).where(Worker.name == name).values(stopped_at=db_now(s)))
 
 
 def live_workers(s: Session, *, within_seconds: float) -> list[Worker]:
-    cutoff = utcnow() - timedelta(seconds=within_seconds)
     stmt = (
-        select(Worker).where(Worker.stopped_at.is_(None), Worker.last_seen_at >= cutoff).order_by(Worker.name)
+        select(Worker)
+        .where(Worker.stopped_at.is_(None), Worker.last_seen_at >= db_ago(s, within_seconds))
+        .order_by(Worker.name)
     )
     return list(s.scalars(stmt))
 

@@ -1,4 +1,4 @@
-"""What a task body gets: the run it executes, where to write, and when to stop."""
+"""What a task body gets: the run it executes, the attempt's fencing token, where to write, when to stop."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactStore, sha256_file
 from storage.config import Settings
 from storage.db import Database
+from storage.errors import LeaseLost
 from storage.models import ArtifactKind
 from worker import shutdown
 from worker.heartbeat import RunHeartbeat
@@ -26,6 +27,7 @@ class RunContext:
     db: Database
     store: ArtifactStore
     run_id: str
+    fence: int  # this attempt's token: every write on behalf of the run carries it
     spec: dict[str, Any]
     worker: str
     heartbeat: RunHeartbeat
@@ -34,10 +36,12 @@ class RunContext:
     stopped_because: str | None = field(default=None)
 
     def should_stop(self) -> bool:
-        """Checked by the engine at epoch boundaries. Remembers why, for the task's final state."""
+        """Checked by the engine at epoch boundaries (and between steps of a visualization). Remembers
+        why, for the task's final state. A lost run stops at once: :class:`LeaseLost` is raised."""
         if self.heartbeat.lost.is_set():
             self.stopped_because = StopReason.LOST
-        elif self.cancel_seen:
+            raise LeaseLost(self.run_id, self.fence)
+        if self.cancel_seen or self.heartbeat.cancelled.is_set():
             self.stopped_because = StopReason.CANCELLED
         elif shutdown.stop_requested(self.settings):
             self.stopped_because = StopReason.SHUTDOWN
@@ -46,21 +50,36 @@ class RunContext:
     def run_dir(self) -> str:
         return f"runs/{self.run_id}"
 
+    def attempt_dir(self) -> str:
+        """This attempt's own folder: no other attempt of the run ever writes there, so a paused attempt
+        that wakes up after losing its run cannot clobber the files of the attempt that replaced it."""
+        return f"{self.run_dir()}/attempt-{self.fence}"
+
     def save_bytes(self, name: str, data: bytes, kind: ArtifactKind) -> str:
-        """Write an artifact of this run atomically and record it with its checksum."""
-        stored = self.store.write_bytes(f"{self.run_dir()}/{name}", data)
+        """Write an artifact of this attempt atomically and record it (fenced) with its checksum."""
+        stored = self.store.write_bytes(f"{self.attempt_dir()}/{name}", data)
         with self.db.session() as s:
             repo.add_artifact(
-                s, self.run_id, kind=kind, path=stored.path, sha256=stored.sha256, size=stored.size
+                s,
+                self.run_id,
+                fence=self.fence,
+                kind=kind,
+                path=stored.path,
+                sha256=stored.sha256,
+                size=stored.size,
             )
         return stored.path
 
     def register_file(self, relpath: str, kind: ArtifactKind) -> None:
-        """Record a file that something else (the engine, the report) already wrote under the store."""
-        from storage.artifacts import sha256_file
-
+        """Record (fenced) a file that something else (the engine, the report) already wrote."""
         path = self.store.absolute(relpath)
         with self.db.session() as s:
             repo.add_artifact(
-                s, self.run_id, kind=kind, path=relpath, sha256=sha256_file(path), size=path.stat().st_size
+                s,
+                self.run_id,
+                fence=self.fence,
+                kind=kind,
+                path=relpath,
+                sha256=sha256_file(path),
+                size=path.stat().st_size,
             )

@@ -1,8 +1,10 @@
 """A running task's proof of life: a thread that refreshes ``heartbeat_at`` while the task works.
 
-Epochs can take minutes, so the heartbeat cannot wait for epoch boundaries. If the update finds the run
-no longer held by this worker (another worker took it over after a missed lease, or it was cancelled
-outright), ``lost`` is set and the task stops at its next epoch boundary without writing a final state.
+Epochs can take minutes, so the heartbeat cannot wait for epoch boundaries. Each beat is a fenced write:
+if it finds the run no longer held by this attempt (another worker took it over after a missed lease, it
+was cancelled outright, ...) ``lost`` is set and the task stops at once at its next write or check,
+without writing anything. A requested cancel is noticed here too (``cancelled``), so work that has no
+epochs (a visualization, a report) stops within one heartbeat interval.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class RunHeartbeat:
-    def __init__(self, db: Database, run_id: str, worker: str, interval: float) -> None:
+    def __init__(self, db: Database, run_id: str, fence: int, interval: float) -> None:
         self._db = db
         self._run_id = run_id
-        self._worker = worker
+        self._fence = fence
         self._interval = interval
         self._stop = threading.Event()
         self.lost = threading.Event()
+        self.cancelled = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
 
     def __enter__(self) -> RunHeartbeat:
@@ -34,17 +37,24 @@ class RunHeartbeat:
         self._stop.set()
         self._thread.join(timeout=self._interval + 5)
 
+    def beat(self) -> None:
+        """One fenced heartbeat; sets ``lost`` or ``cancelled`` as the database says."""
+        with self._db.session() as s:
+            held = repo.heartbeat(s, self._run_id, self._fence)
+            if held and repo.cancel_requested(s, self._run_id):
+                self.cancelled.set()
+        if not held:
+            log.warning(
+                "run %s is no longer held by attempt %d; stopping without writing", self._run_id, self._fence
+            )
+            self.lost.set()
+
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                with self._db.session() as s:
-                    held = repo.heartbeat(s, self._run_id, self._worker)
+                self.beat()
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the run; retry next beat
                 log.warning("heartbeat for %s failed; retrying", self._run_id, exc_info=True)
                 continue
-            if not held:
-                log.warning(
-                    "run %s is no longer held by %s; stopping at the next epoch", self._run_id, self._worker
-                )
-                self.lost.set()
+            if self.lost.is_set():
                 return

@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import task_received, worker_ready, worker_shutdown, worker_shutting_down
 
 from storage import repository as repo
 from storage.db import get_database
@@ -47,6 +47,26 @@ def _on_ready(sender: Any, **_: Any) -> None:
     )
     process.start()
     _maintenance.append(process)
+
+
+@task_received.connect
+def _on_task_received(sender: Any, request: Any, **_: Any) -> None:
+    """Record which worker took a run's message, before any task process exists for it.
+
+    If this worker dies before a task process claims the run, the message dies with it (the embedded
+    broker deleted it on fetch; Redis hides it for its visibility timeout): the reaper of any live worker
+    then sends the run again. Runs here, in the main thread that also forks the task processes, so no
+    fork can happen in the middle of this transaction.
+    """
+    args = getattr(request, "args", None) or ()
+    if not args:
+        return
+    settings = sender.app.conf.convlab_settings
+    try:
+        with get_database(settings).session() as s:
+            repo.mark_received(s, str(args[0]), sender.hostname)
+    except Exception:  # noqa: BLE001 - never refuse a message over bookkeeping; the lease still covers it
+        log.warning("could not record the receipt of %s", args[0], exc_info=True)
 
 
 @worker_shutting_down.connect

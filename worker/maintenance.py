@@ -39,8 +39,14 @@ def run_maintenance(settings: Settings, worker_name: str, parent_pid: int) -> No
             with db.session() as s:
                 repo.touch_worker(s, worker_name)
             report = reap(app, db, lease_seconds=settings.lease_seconds)
-            if report.requeued or report.failed:
-                log.warning("reaper: requeued %s, failed %s", report.requeued, report.failed)
+            if report.requeued or report.failed or report.cancelled or report.resent:
+                log.warning(
+                    "reaper: requeued %s, failed %s, cancelled %s, re-sent %s",
+                    report.requeued,
+                    report.failed,
+                    report.cancelled,
+                    report.resent,
+                )
         except Exception:  # noqa: BLE001 - keep reaping through database or broker hiccups
             log.warning("maintenance pass failed; retrying", exc_info=True)
         time.sleep(interval)

@@ -13,27 +13,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage import repository as repo
+from storage.artifacts import sha256_file
+from storage.errors import ArtifactError
 from storage.models import ArtifactKind, RunKind
 from worker.context import RunContext
-from worker.experiments.checkpoints import STATE_FILE, checkpoint_model_path
+from worker.experiments.checkpoints import model_file_name, state_file_name
+from worker.experiments.errors import StopRequested
 from worker.specs import ReportSpec, TrainSpec, VisualizeSpec
 
 ARTIFACT_IMAGE_PREFIX = "artifact:"
 
 
 def run_train(ctx: RunContext) -> None:
+    from worker.experiments.checkpoints import read_state_file
     from worker.experiments.data import load_cifar10
-    from worker.experiments.regimes import EpochRecord, read_checkpoint_history, train
+    from worker.experiments.regimes import EpochRecord, train
 
     spec = TrainSpec.from_dict(ctx.spec)
-    checkpoint_rel = f"{ctx.run_dir()}/checkpoint"
+    checkpoint_rel = f"{ctx.attempt_dir()}/checkpoint"
     checkpoint_dir = ctx.store.absolute(checkpoint_rel)
-    # A resumed run: make sure every epoch the checkpoint holds is stored (upsert, so never twice).
-    earlier = read_checkpoint_history(checkpoint_dir)
-    if earlier:
+    # Read after the claim: the attempt this one replaced can no longer commit a newer checkpoint.
+    with ctx.db.session(readonly=True) as s:
+        committed = repo.get_run(s, ctx.run_id).checkpoint
+    resume_from = verified_checkpoint(ctx, ctx.run_id, committed) if committed else None
+    # Files of an earlier attempt's checkpoint, removed once this attempt committed one of its own.
+    superseded: list[Path] = []
+    if resume_from is not None:
+        resumed = read_state_file(resume_from)
+        if resume_from.parent != checkpoint_dir:
+            superseded = [resume_from, resume_from.parent / resumed.model_file]
+        # Make sure every epoch the checkpoint holds is stored (upsert, so never twice).
         with ctx.db.session() as s:
-            for record in earlier:
-                repo.record_epoch(s, ctx.run_id, **record.to_dict())
+            for record in resumed.history:
+                repo.record_epoch(s, ctx.run_id, fence=ctx.fence, **record.to_dict())
 
     data = load_cifar10(
         ctx.settings.cifar10_path,
@@ -44,23 +56,53 @@ def run_train(ctx: RunContext) -> None:
     )
 
     def on_epoch(record: EpochRecord) -> None:
+        """The epoch's commit point: its metrics and its checkpoint, in one fenced transaction."""
+        state_rel = f"{checkpoint_rel}/{state_file_name(record.epoch)}"
+        model_rel = f"{checkpoint_rel}/{model_file_name(record.epoch)}"
+        files = [_stored(ctx, rel) for rel in (model_rel, state_rel)]
         with ctx.db.session() as s:
-            repo.record_epoch(s, ctx.run_id, **record.to_dict())
-            ctx.cancel_seen = repo.get_run(s, ctx.run_id).cancel_requested
+            repo.record_epoch(s, ctx.run_id, fence=ctx.fence, **record.to_dict(), checkpoint=state_rel)
+            repo.commit_checkpoint_files(s, ctx.run_id, fence=ctx.fence, files=files)
+            ctx.cancel_seen = repo.cancel_requested(s, ctx.run_id)
+        while superseded:  # no longer the run's checkpoint: no one will read it again
+            superseded.pop().unlink(missing_ok=True)
 
     result = train(
         spec,
         data,
         checkpoint_dir,
         weights_dir=ctx.settings.weights_dir,
+        resume_from=resume_from,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
     )
-    ctx.register_file(f"{checkpoint_rel}/{STATE_FILE}", ArtifactKind.CHECKPOINT)
-    ctx.register_file(f"{checkpoint_rel}/{result.checkpoint_path.name}", ArtifactKind.CHECKPOINT)
     if result.stopped and result.epochs_completed < result.total_epochs:
         return
     ctx.stopped_because = None  # the last epoch finished: the run is complete whatever came after
+
+
+def _stored(ctx: RunContext, relpath: str) -> tuple[str, str, int]:
+    path = ctx.store.absolute(relpath)
+    return relpath, sha256_file(path), path.stat().st_size
+
+
+def verified_checkpoint(ctx: RunContext, run_id: str, state_rel: str) -> Path:
+    """The state file ``state_rel`` of run ``run_id``, after checking it and the model file it names
+    against the sha256 the database recorded for them (:class:`ArtifactError` naming the file if not)."""
+    from worker.experiments.checkpoints import read_state_file
+
+    with ctx.db.session(readonly=True) as s:
+        state_art = repo.artifact_at(s, run_id, state_rel)
+        if state_art is None:
+            raise ArtifactError(state_rel, f"not recorded as an artifact of run {run_id}")
+        ctx.store.verify(state_rel, state_art.sha256)
+        model_file = read_state_file(ctx.store.absolute(state_rel)).model_file
+        model_rel = f"{state_rel.rsplit('/', 1)[0]}/{model_file}"
+        model_art = repo.artifact_at(s, run_id, model_rel)
+        if model_art is None:
+            raise ArtifactError(model_rel, f"not recorded as an artifact of run {run_id}")
+        ctx.store.verify(model_rel, model_art.sha256)
+    return ctx.store.absolute(state_rel)
 
 
 def _png(array: object) -> bytes:
@@ -72,12 +114,18 @@ def _png(array: object) -> bytes:
 
 
 def _checkpoint_of_dependency(ctx: RunContext) -> Path | None:
-    with ctx.db.session() as s:
-        for dependency in repo.dependencies_of(s, ctx.run_id):
-            if dependency.kind == RunKind.TRAIN:
-                source_id = dependency.reused_run_id or dependency.id
-                return checkpoint_model_path(ctx.store.absolute(f"runs/{source_id}/checkpoint"))
-    return None
+    """The final model of the training this visualization depends on, its checksums verified."""
+    from worker.experiments.checkpoints import model_path_of
+
+    with ctx.db.session(readonly=True) as s:
+        source = next((d for d in repo.dependencies_of(s, ctx.run_id) if d.kind == RunKind.TRAIN), None)
+        if source is not None and source.reused_run_id:
+            source = repo.get_run(s, source.reused_run_id)
+    if source is None:
+        return None
+    if not source.checkpoint:
+        raise ArtifactError(f"runs/{source.id}", f"training {source.id} recorded no checkpoint")
+    return model_path_of(verified_checkpoint(ctx, source.id, source.checkpoint))
 
 
 def resolve_image(ctx: RunContext, image: str) -> str:
@@ -97,7 +145,9 @@ def run_visualize(ctx: RunContext) -> None:
     if spec.source == "checkpoint" and checkpoint is None:
         raise ValueError("source=checkpoint but the run depends on no training run")
     spec = replace(spec, image=resolve_image(ctx, spec.image))
-    result = visualize(spec, checkpoint=checkpoint, weights_dir=ctx.settings.weights_dir)
+    result = visualize(
+        spec, checkpoint=checkpoint, weights_dir=ctx.settings.weights_dir, should_stop=ctx.should_stop
+    )
     ctx.save_bytes("input.png", _png(result.input_image), ArtifactKind.IMAGE)
     for layer, picture in result.layers.items():
         ctx.save_bytes(f"{layer}.png", _png(picture), ArtifactKind.IMAGE)
@@ -106,11 +156,21 @@ def run_visualize(ctx: RunContext) -> None:
 
 
 def run_report(ctx: RunContext) -> None:
-    from orchestrator.report.build import build_report
+    from orchestrator.report.build import render_report
+    from orchestrator.report.data import load_report_data
 
     spec = ReportSpec.from_dict(ctx.spec)
-    with ctx.db.session() as s:
-        result = build_report(s, ctx.store.root, spec.sweep_id)
+    # A snapshot in a short read-only transaction; figures are drawn after it ended, so a slow report
+    # never holds a lock a training needs.
+    with ctx.db.session(readonly=True) as s:
+        data = load_report_data(s, ctx.store.root, spec.sweep_id)
+    out_dir = ctx.store.absolute(f"{ctx.attempt_dir()}/report")
+
+    def before_figure() -> None:
+        if ctx.should_stop():
+            raise StopRequested("report stopped on request")
+
+    result = render_report(data, out_dir, before_figure=before_figure)
     for path in result.paths:
         relpath = Path(path).resolve().relative_to(ctx.store.root.resolve()).as_posix()
         kind = ArtifactKind.REPORT if relpath.endswith((".html", ".md")) else ArtifactKind.FIGURE

@@ -1,8 +1,10 @@
 """The Celery tasks: thin wrappers that claim a run, call its runner, and record how it ended.
 
 A message carries only a run id. Everything else is re-read from the database, which is the source of
-truth: a redelivered message for a finished run does nothing, and claiming is compare-and-set, so two
-workers can never execute the same run at once.
+truth: a redelivered message for a finished run does nothing, and claiming is compare-and-set. Each claim
+hands this attempt a fencing token; every write it makes carries the token, and the first one refused
+(:class:`~storage.errors.LeaseLost`: another attempt took the run over) ends the task at once without
+writing anything more. Delivery is at least once; effects are those of exactly one attempt.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.config import Settings
 from storage.db import Database, get_database
-from storage.errors import NotFound
+from storage.errors import LeaseLost, NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
 from worker import shutdown
 from worker.context import RunContext, StopReason
 from worker.dispatch import dispatch_ready, fail_blocked
+from worker.experiments.errors import StopRequested
 from worker.heartbeat import RunHeartbeat
 from worker.runners import RUNNERS
 from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
@@ -67,7 +70,7 @@ def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | No
 
 
 def _claim(db: Database, settings: Settings, run_id: str, kind: RunKind, worker_name: str) -> tuple | str:
-    """(spec, sweep_id) of the run now held by this worker, or why it is not executed here."""
+    """(spec, sweep_id, fence) of the run now held by this attempt, or why it is not executed here."""
     try:
         with db.session() as s:
             run = repo.get_run(s, run_id)
@@ -88,14 +91,18 @@ def _claim(db: Database, settings: Settings, run_id: str, kind: RunKind, worker_
             lease_seconds=settings.lease_seconds,
         )
         if claimed is None:
-            return f"{run_id} is held by another worker or finished"
+            return f"{run_id} is held by another worker, cancelled or finished"
         if claimed.attempts > claimed.max_attempts:
-            repo.fail_run(
-                s, run_id, f"gave up after {claimed.max_attempts} attempts (the worker was lost each time)"
+            repo.finish_run(
+                s,
+                run_id,
+                RunStatus.FAILED,
+                fence=claimed.fence,
+                error=f"gave up after {claimed.max_attempts} attempts (the worker was lost each time)",
             )
             fail_blocked(s)
             return f"{run_id} failed: attempts exhausted"
-        return dict(claimed.spec), claimed.sweep_id
+        return dict(claimed.spec), claimed.sweep_id, claimed.fence
 
 
 def execute(task: Task, run_id: str, kind: RunKind) -> str:
@@ -111,15 +118,16 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
         raise
     if isinstance(claimed, str):
         return claimed
-    spec, sweep_id = claimed
+    spec, sweep_id, fence = claimed
 
     shutdown.install_child_handler()
-    with RunHeartbeat(db, run_id, worker_name, settings.heartbeat_seconds) as beat:
+    with RunHeartbeat(db, run_id, fence, settings.heartbeat_seconds) as beat:
         ctx = RunContext(
             settings=settings,
             db=db,
             store=ArtifactStore(settings.artifacts_dir),
             run_id=run_id,
+            fence=fence,
             spec=spec,
             worker=worker_name,
             heartbeat=beat,
@@ -128,37 +136,45 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
         try:
             device, environment = _device_and_environment(kind)
             with db.session() as s:
-                repo.record_environment(s, run_id, environment, device=device)
+                repo.record_environment(s, run_id, environment, fence=fence, device=device)
+                if kind != RunKind.TRAIN:
+                    # Outputs of an earlier attempt that lost the run: this attempt writes its own.
+                    repo.clear_artifacts(s, run_id, fence=fence)
             RUNNERS[kind](ctx)
+        except LeaseLost:
+            log.warning("run %s: attempt %d lost the run; stopped without writing", run_id, fence)
+            return f"{run_id} was taken over by another attempt"
+        except StopRequested:
+            pass  # ctx.stopped_because says why
         except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
             log.exception("run %s failed", run_id)
             with db.session() as s:
-                repo.finish_run(
+                if repo.finish_run(
                     s,
                     run_id,
                     RunStatus.FAILED,
+                    fence=fence,
                     error=f"{type(exc).__name__}: {exc}",
                     traceback=traceback.format_exc(),
-                    worker=worker_name,
-                )
-                fail_blocked(s)
+                ):
+                    fail_blocked(s)
             return f"{run_id} failed"
     return _conclude(task, db, ctx)
 
 
 def _conclude(task: Task, db: Database, ctx: RunContext) -> str:
-    run_id, reason = ctx.run_id, ctx.stopped_because
+    run_id, reason, fence = ctx.run_id, ctx.stopped_because, ctx.fence
     with db.session() as s:
         if reason == StopReason.LOST:
-            return f"{run_id} was taken over by another worker"
+            return f"{run_id} was taken over by another attempt"
         if reason == StopReason.CANCELLED:
-            repo.finish_run(s, run_id, RunStatus.CANCELLED, error="cancelled by request", worker=ctx.worker)
-            fail_blocked(s)
+            if repo.finish_run(s, run_id, RunStatus.CANCELLED, fence=fence, error="cancelled by request"):
+                fail_blocked(s)
             return f"{run_id} cancelled"
         if reason == StopReason.SHUTDOWN:
-            handed_back = repo.requeue_run(s, run_id, worker=ctx.worker)
-        else:
-            repo.finish_run(s, run_id, RunStatus.SUCCEEDED, worker=ctx.worker)
+            handed_back = repo.hand_back_run(s, run_id, fence=fence)
+        elif not repo.finish_run(s, run_id, RunStatus.SUCCEEDED, fence=fence):
+            return f"{run_id} was taken over by another attempt"
     if reason == StopReason.SHUTDOWN:
         if handed_back:
             dispatch_ready(task.app, db, only=[run_id])

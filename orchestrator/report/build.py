@@ -1,15 +1,21 @@
-"""``build_report``: snapshot the sweep once, draw figures 1-8, write ``report.html`` and ``report.md``."""
+"""Snapshot the sweep once, then draw figures 1-8 and write ``report.html`` and ``report.md``.
+
+``load_report_data`` reads everything in one short read-only transaction; :func:`render_report` draws
+from that snapshot with no transaction open, so a slow or suspended report (Ctrl-Z) never holds a lock
+that a training needs.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from orchestrator.report.data import load_report_data
+from orchestrator.report.data import ReportData, load_report_data
 from orchestrator.report.figures import FigureSpec, all_figures, save
 from orchestrator.report.html import render_html
 from orchestrator.report.markdown import render_markdown
@@ -45,14 +51,21 @@ def build_report(
     sweep_id: str | None = None,
     out_dir: Path | None = None,
 ) -> ReportResult:
-    """Build the report of sweep ``sweep_id`` (default: the latest sweep).
+    """Build the report of sweep ``sweep_id`` (default: the latest) from ``session``.
 
     Raises :class:`~orchestrator.report.data.UnknownSweepError` for an unknown id and
     :class:`~orchestrator.report.data.NoSweepError` when there is no sweep (both are ``ValueError``).
     """
+    return render_report(load_report_data(session, artifacts_root, sweep_id), out_dir)
+
+
+def render_report(
+    data: ReportData, out_dir: Path | None = None, *, before_figure: Callable[[], None] = lambda: None
+) -> ReportResult:
+    """Draw and write the report of a snapshot. ``before_figure`` is called before each figure and may
+    raise to abandon the report (a cancelled report task), before report.html is written."""
     start = time.perf_counter()
-    data = load_report_data(session, artifacts_root, sweep_id)
-    out = out_dir if out_dir is not None else default_out_dir(artifacts_root, data.sweep.id)
+    out = out_dir if out_dir is not None else default_out_dir(data.artifacts_root, data.sweep.id)
     out.mkdir(parents=True, exist_ok=True)
     warnings = list(data.warnings)
 
@@ -60,6 +73,7 @@ def build_report(
     written: list[tuple[FigureSpec, Path]] = []
     figure_paths: list[Path] = []
     for spec in all_figures(data):
+        before_figure()
         png, pdf = save(spec, out)
         spec.figure.clear()  # Agg figures hold their buffers until collected; free them now
         written.append((spec, png))

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.artifacts import ArtifactStore
 from storage.models import Artifact, EpochMetric, Run, Sweep
 
 REGIME_ORDER = ("scratch", "imagenet", "finetune")
@@ -237,6 +238,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
     )
     artifacts = _by_run(session.scalars(select(Artifact).where(Artifact.run_id.in_(source_ids))))
 
+    store = ArtifactStore(artifacts_root)
     warnings: list[str] = []
     train: dict[str, list[TrainRun]] = {regime: [] for regime in REGIME_ORDER}
     vis: dict[str, list[VisRun]] = {kind: [] for kind in IMAGE_KINDS}
@@ -274,6 +276,8 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
                 if not path.is_file():
                     warnings.append(f"artifact {art.path} of run {source.id} is missing on disk")
                     continue
+                # A figure must show what the run produced: a changed file is an error naming it.
+                store.verify(art.path, art.sha256)
                 if path.stem == "input":
                     input_image = path
                 else:

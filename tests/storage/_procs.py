@@ -30,12 +30,16 @@ def write_epochs(url: str, run_id: str, epochs: int, barrier: Any, results: Any)
     """Record ``epochs`` epochs, one transaction each, as a worker does."""
     try:
         db = database_for_url(url, ensure_schema=False)
+        with db.session() as s:
+            claimed = repo.claim_run(s, run_id, worker=f"w-{run_id}", device="cpu", lease_seconds=60)
+            assert claimed is not None
         barrier.wait(timeout=60)
         for epoch in range(1, epochs + 1):
             with db.session() as s:
                 repo.record_epoch(
                     s,
                     run_id,
+                    fence=claimed.fence,
                     epoch=epoch,
                     phase="train",
                     loss=1.0 / epoch,

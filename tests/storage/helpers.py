@@ -41,7 +41,14 @@ def make_run(
     )
 
 
-def epoch(s: Session, run_id: str, n: int, **kw: Any) -> None:
+def start(s: Session, run_id: str, worker: str = "w1") -> int:
+    """Claim a queued run as a worker would; returns the attempt's fencing token."""
+    run = repo.claim_run(s, run_id, worker=worker, device="cpu", lease_seconds=60)
+    assert run is not None, f"{run_id} could not be claimed"
+    return run.fence
+
+
+def epoch(s: Session, run_id: str, n: int, *, fence: int, **kw: Any) -> None:
     values: dict[str, Any] = {
         "phase": "train",
         "loss": 1.0 / n,
@@ -53,4 +60,4 @@ def epoch(s: Session, run_id: str, n: int, **kw: Any) -> None:
         "images_per_second": 100.0 * n,
     }
     values.update(kw)
-    repo.record_epoch(s, run_id, epoch=n, **values)
+    repo.record_epoch(s, run_id, fence=fence, epoch=n, **values)

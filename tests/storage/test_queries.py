@@ -7,17 +7,18 @@ from storage import repository as repo
 from storage.db import Database
 from storage.models import ArtifactKind, EpochMetric, RunKind, RunStatus
 
-from .helpers import epoch, make_run, make_sweep
+from .helpers import epoch, make_run, make_sweep, start
 
 
 def test_duplicate_epoch_keeps_one_row_with_the_latest_values(db: Database) -> None:
     with db.session() as s:
         run_id = make_run(s).id
+        fence = start(s, run_id)
     with db.session() as s:
-        epoch(s, run_id, 1, loss=0.9)
-        epoch(s, run_id, 2, loss=0.8)
-    with db.session() as s:  # a redelivered task records epoch 1 again
-        epoch(s, run_id, 1, loss=0.5, phase="head")
+        epoch(s, run_id, 1, fence=fence, loss=0.9)
+        epoch(s, run_id, 2, fence=fence, loss=0.8)
+    with db.session() as s:  # the same attempt records epoch 1 again (a resumed checkpoint's history)
+        epoch(s, run_id, 1, fence=fence, loss=0.5, phase="head")
     with db.session() as s:
         rows = repo.metric_history(s, run_id)
         assert [(m.epoch, m.loss, m.phase) for m in rows] == [(1, 0.5, "head"), (2, 0.8, "train")]
@@ -34,9 +35,10 @@ def test_sweep_runs_returns_latest_metrics(db: Database) -> None:
         b = make_run(s, sweep_id, label="b").id
         other = make_run(s, label="other sweep").id
     with db.session() as s:
+        fence_a, fence_other = start(s, a), start(s, other)
         for n in (1, 2, 3):
-            epoch(s, a, n)
-        epoch(s, other, 1)
+            epoch(s, a, n, fence=fence_a)
+        epoch(s, other, 1, fence=fence_other)
     with db.session() as s:
         rows = repo.sweep_runs(s, sweep_id)
     assert [r.id for r in rows] == [a, b]
@@ -44,7 +46,12 @@ def test_sweep_runs_returns_latest_metrics(db: Database) -> None:
     assert ra.last_epoch == 3 and ra.loss == pytest.approx(1 / 3) and ra.val_accuracy == pytest.approx(0.27)
     assert ra.seconds_per_epoch == pytest.approx(2.0)  # mean of 1, 2, 3
     assert ra.images_per_second == pytest.approx(300.0)
-    assert ra.status is RunStatus.QUEUED and ra.kind is RunKind.TRAIN and ra.spec == {"regime": "a"}
+    assert (
+        ra.status is RunStatus.RUNNING
+        and rb.status is RunStatus.QUEUED
+        and ra.kind is RunKind.TRAIN
+        and ra.spec == {"regime": "a"}
+    )
     assert rb.val_accuracy is None and rb.seconds_per_epoch is None
     with pytest.raises(AttributeError):
         ra.status = RunStatus.FAILED  # type: ignore[misc]  # frozen
@@ -67,8 +74,7 @@ def test_ready_unenqueued_runs_respect_dependencies(db: Database) -> None:
         repo.mark_enqueued(s, train)
     with db.session() as s:
         assert repo.ready_unenqueued_runs(s) == []
-        assert repo.claim_run(s, train, worker="w", device="cpu", lease_seconds=60) is not None
-        assert repo.finish_run(s, train, RunStatus.SUCCEEDED)
+        assert repo.finish_run(s, train, RunStatus.SUCCEEDED, fence=start(s, train))
     with db.session() as s:
         assert [r.id for r in repo.ready_unenqueued_runs(s)] == [viz]
         assert repo.fail_run(s, viz, "out of memory")
@@ -85,8 +91,7 @@ def test_latest_sweep_and_reuse_lookup(db: Database) -> None:
         first = make_sweep(s)
         original = make_run(s, first, spec_hash="same").id
         assert repo.find_succeeded_by_hash(s, "same") is None
-        assert repo.claim_run(s, original, worker="w", device="cpu", lease_seconds=60) is not None
-        assert repo.finish_run(s, original, RunStatus.SUCCEEDED)
+        assert repo.finish_run(s, original, RunStatus.SUCCEEDED, fence=start(s, original))
     with db.session() as s:
         second = make_sweep(s)
         reused = make_run(s, second, spec_hash="same", status=RunStatus.SUCCEEDED, reused_run_id=original)
@@ -101,15 +106,30 @@ def test_latest_sweep_and_reuse_lookup(db: Database) -> None:
 def test_artifact_records_upsert_per_path(db: Database) -> None:
     with db.session() as s:
         run_id = make_run(s).id
+        fence = start(s, run_id)
         repo.add_artifact(
-            s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="a", size=1
+            s,
+            run_id,
+            fence=fence,
+            kind=ArtifactKind.CHECKPOINT,
+            path=f"{run_id}/ckpt.keras",
+            sha256="a",
+            size=1,
         )
     with db.session() as s:
         art = repo.add_artifact(
-            s, run_id, kind=ArtifactKind.CHECKPOINT, path=f"{run_id}/ckpt.keras", sha256="b", size=2
+            s,
+            run_id,
+            fence=fence,
+            kind=ArtifactKind.CHECKPOINT,
+            path=f"{run_id}/ckpt.keras",
+            sha256="b",
+            size=2,
         )
         assert (art.sha256, art.bytes, art.kind) == ("b", 2, ArtifactKind.CHECKPOINT)
-        repo.add_artifact(s, run_id, kind=ArtifactKind.IMAGE, path=f"{run_id}/a.png", sha256="c", size=3)
+        repo.add_artifact(
+            s, run_id, fence=fence, kind=ArtifactKind.IMAGE, path=f"{run_id}/a.png", sha256="c", size=3
+        )
     with db.session() as s:
         arts = repo.artifacts_of(s, run_id)
         assert [(a.path, a.sha256, a.kind) for a in arts] == [

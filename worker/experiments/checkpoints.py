@@ -1,15 +1,20 @@
-"""A training's checkpoint folder: ``model.keras`` (weights + optimizer state) and ``state.json``.
+"""A training's checkpoint folder: one immutable pair of files per committed epoch.
 
 Layout of ``checkpoint_dir``::
 
-    model-e0007.keras  the compiled model after epoch 7 (the last completed one), optimizer state included
-    state.json         {"version", "spec_hash", "epoch", "phase", "optimizer_steps", "phase_start_steps",
-                        "model_file", "history": [EpochRecord.to_dict(), ...]}
+    model-e0007.keras   the compiled model after epoch 7, optimizer state included
+    state-e0007.json    {"version", "spec_hash", "epoch", "phase", "optimizer_steps", "phase_start_steps",
+                         "model_file", "history": [EpochRecord.to_dict(), ...]}
 
-``state.json`` is the commit point. Each epoch's model is written under a temporary name and renamed to
-its own file; then ``state.json`` is written the same way, naming that file; only then are older model
-files removed. A kill at any moment therefore leaves a ``state.json`` and the model it names, both
-complete, and a resumed run continues from exactly that epoch: nothing is lost and nothing needs repair.
+Each epoch's model is written under a temporary name and renamed; then its state file is written the same
+way. A state file therefore always names a complete model file, and neither is ever rewritten: a kill at
+any moment leaves the previous epoch's pair intact. Older pairs are removed only by :func:`prune`, which
+the trainer calls after the caller accepted the new epoch (for a worker: after the database recorded it
+as the run's checkpoint). So a file some other process may still rely on, because the database names it,
+is never deleted by an attempt whose commit was refused.
+
+Every folder belongs to one writer (a worker gives each attempt its own). Standalone use (tests, benches)
+resumes from the newest pair in the folder (:func:`latest_state_file`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ from worker.experiments.records import EpochRecord
 if TYPE_CHECKING:
     import keras
 
-STATE_FILE = "state.json"
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,17 @@ class CheckpointState:
         }
 
 
-def read_state(checkpoint_dir: Path) -> CheckpointState | None:
-    """The saved state, or ``None`` when the folder holds no checkpoint yet."""
-    path = Path(checkpoint_dir) / STATE_FILE
-    if not path.is_file():
-        return None
+def model_file_name(epoch: int) -> str:
+    return f"model-e{epoch:04d}.keras"
+
+
+def state_file_name(epoch: int) -> str:
+    return f"state-e{epoch:04d}.json"
+
+
+def read_state_file(path: Path) -> CheckpointState:
+    """The state saved in one state file (:class:`ExperimentError` naming it when unreadable)."""
+    path = Path(path)
     try:
         raw = json.loads(path.read_text())
         return CheckpointState(
@@ -77,8 +87,27 @@ def read_state(checkpoint_dir: Path) -> CheckpointState | None:
             phase_start_steps=int(raw["phase_start_steps"]),
             history=tuple(EpochRecord.from_dict(r) for r in raw["history"]),
         )
+    except FileNotFoundError:
+        raise ExperimentError(f"{path}: checkpoint state file is missing") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ExperimentError(f"{path}: unreadable checkpoint state ({type(exc).__name__}: {exc})") from None
+
+
+def latest_state_file(checkpoint_dir: Path) -> Path | None:
+    """The newest committed state file in the folder (one whose model file exists), or ``None``."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("state-e*.json"), reverse=True):
+        if (folder / read_state_file(path).model_file).is_file():
+            return path
+    return None
+
+
+def read_state(checkpoint_dir: Path) -> CheckpointState | None:
+    """The newest saved state in the folder, or ``None`` when it holds no checkpoint yet."""
+    path = latest_state_file(checkpoint_dir)
+    return read_state_file(path) if path else None
 
 
 def read_checkpoint_history(checkpoint_dir: Path) -> list[EpochRecord]:
@@ -87,14 +116,15 @@ def read_checkpoint_history(checkpoint_dir: Path) -> list[EpochRecord]:
     return list(state.history) if state else []
 
 
-def model_file_name(epoch: int) -> str:
-    return f"model-e{epoch:04d}.keras"
-
-
 def checkpoint_model_path(checkpoint_dir: Path) -> Path | None:
-    """The model file of the last committed epoch, or ``None`` when there is no checkpoint."""
+    """The model file of the newest committed epoch in the folder, or ``None`` when there is none."""
     state = read_state(Path(checkpoint_dir))
     return Path(checkpoint_dir) / state.model_file if state else None
+
+
+def model_path_of(state_file: Path) -> Path:
+    """The model file a state file names (they sit side by side)."""
+    return Path(state_file).parent / read_state_file(state_file).model_file
 
 
 def _replace_atomically(folder: Path, final: str, write: Any) -> None:
@@ -105,28 +135,36 @@ def _replace_atomically(folder: Path, final: str, write: Any) -> None:
     os.replace(tmp, folder / final)
 
 
-def save_checkpoint(checkpoint_dir: Path, model: keras.Model, state: CheckpointState) -> None:
-    """Write the epoch's model to its own file, commit ``state.json`` naming it, then drop older models."""
+def save_checkpoint(checkpoint_dir: Path, model: keras.Model, state: CheckpointState) -> Path:
+    """Write the epoch's model, then the state file naming it; return the state file's path."""
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
     _replace_atomically(folder, state.model_file, model.save)
     payload = json.dumps(state.to_dict(), indent=1)
-    _replace_atomically(folder, STATE_FILE, lambda path: Path(path).write_text(payload))
-    for old in folder.glob("model-e*.keras"):
-        if old.name != state.model_file:
+    name = state_file_name(state.epoch)
+    _replace_atomically(folder, name, lambda path: Path(path).write_text(payload))
+    return folder / name
+
+
+def prune(checkpoint_dir: Path, keep: CheckpointState) -> None:
+    """Remove every other epoch's files (and temporary files of killed writers) from this folder."""
+    folder = Path(checkpoint_dir)
+    wanted = {keep.model_file, state_file_name(keep.epoch)}
+    for old in [*folder.glob("model-e*.keras"), *folder.glob("state-e*.json")]:
+        if old.name not in wanted:
             old.unlink(missing_ok=True)
-    for leftover in folder.glob(".*.tmp*"):  # from a process killed mid-write
+    for leftover in folder.glob(".*.tmp*"):
         if f".{os.getpid()}." not in leftover.name:
             leftover.unlink(missing_ok=True)
 
 
-def load_checkpoint_model(checkpoint_dir: Path, state: CheckpointState) -> keras.Model:
-    """The compiled model of the checkpoint, optimizer state restored, checked against ``state``."""
+def load_checkpoint_model(state_file: Path, state: CheckpointState) -> keras.Model:
+    """The compiled model a state file names, optimizer state restored, checked against ``state``."""
     import keras
 
-    path = Path(checkpoint_dir) / state.model_file
+    path = Path(state_file).parent / state.model_file
     if not path.is_file():
-        raise ExperimentError(f"{path}: missing although {STATE_FILE} records epoch {state.epoch}")
+        raise ExperimentError(f"{path}: missing although {state_file} records epoch {state.epoch}")
     try:
         model = keras.models.load_model(path)
     except Exception as exc:  # noqa: BLE001 - a corrupt zip or config: one clear message
@@ -134,7 +172,7 @@ def load_checkpoint_model(checkpoint_dir: Path, state: CheckpointState) -> keras
     steps = optimizer_iterations(model)
     if state.phase_start_steps + steps != state.optimizer_steps:
         raise ExperimentError(
-            f"{path}: optimizer is at step {state.phase_start_steps + steps} but {STATE_FILE} says "
+            f"{path}: optimizer is at step {state.phase_start_steps + steps} but {state_file} says "
             f"{state.optimizer_steps}; the checkpoint is inconsistent, delete the folder to restart"
         )
     return model

@@ -24,3 +24,7 @@ class LayerError(ExperimentError):
 
 class ImageError(ExperimentError):
     """An input image is missing or unreadable."""
+
+
+class StopRequested(Exception):  # noqa: N818 - not an error: the caller asked to stop
+    """Raised inside long work (a visualization's ascent) when ``should_stop`` says so: nothing is kept."""

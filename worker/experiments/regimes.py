@@ -14,7 +14,8 @@ warning: the first ``tune`` epochs can disturb the pretrained statistics.
 
 Each phase is one ``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption), with one
 callback that has no batch hooks, so the engine trains as fast as a bare ``fit``. After each epoch the
-checkpoint is saved first (see ``checkpoints``), then ``on_epoch`` is called, then ``should_stop``.
+checkpoint is saved first (see ``checkpoints``), then ``on_epoch`` is called, then older checkpoints are
+pruned, then ``should_stop``.
 
 Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and shuffling, and on the
 TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then give
@@ -36,11 +37,12 @@ import numpy as np
 from worker.experiments.callbacks import EpochEnd
 from worker.experiments.checkpoints import (
     CheckpointState,
-    checkpoint_model_path,
+    latest_state_file,
     load_checkpoint_model,
     optimizer_iterations,
+    prune,
     read_checkpoint_history,
-    read_state,
+    read_state_file,
     save_checkpoint,
 )
 from worker.experiments.data import Cifar10
@@ -60,7 +62,8 @@ class TrainResult:
     total_epochs: int
     stopped: bool
     optimizer_steps: int
-    checkpoint_path: Path
+    checkpoint_path: Path  # the model file of the last epoch
+    state_path: Path  # the state file naming it
     history: tuple[EpochRecord, ...]
 
 
@@ -111,28 +114,34 @@ def train(
     checkpoint_dir: Path,
     *,
     weights_dir: str | None = None,
+    resume_from: Path | None = None,
     on_epoch: Callable[[EpochRecord], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
+    Resumes from the state file ``resume_from`` (which may sit in another folder: a worker's previous
+    attempt), else from the newest checkpoint in ``checkpoint_dir``. After each epoch's checkpoint is
+    saved, ``on_epoch`` is called; only when it returns are older checkpoints in ``checkpoint_dir``
+    removed, so an exception from it (a worker whose commit was refused) leaves every file in place.
     ``stopped`` is True only when ``should_stop`` ended the run before its last epoch.
     """
     spec.validate()
     checkpoint_dir = Path(checkpoint_dir)
     digest = train_spec_hash(spec)
-    state = read_state(checkpoint_dir)
+    state_file = resume_from if resume_from is not None else latest_state_file(checkpoint_dir)
+    state = read_state_file(state_file) if state_file is not None else None
     if state is not None and state.spec_hash != digest:
         raise ExperimentError(
-            f"{checkpoint_dir}: holds a checkpoint of another training spec; use an empty folder for this one"
+            f"{state_file}: a checkpoint of another training spec; use an empty folder for this one"
         )
     total = spec.total_epochs
-    if state is not None and state.epoch >= total:
-        return _result(checkpoint_dir, state, total, stopped=False)
+    if state_file is not None and state is not None and state.epoch >= total:
+        return _result(state_file, state, total, stopped=False)
 
     _seed(spec.seed)
-    if state is not None:
-        model = load_checkpoint_model(checkpoint_dir, state)
+    if state_file is not None and state is not None:
+        model = load_checkpoint_model(state_file, state)
     else:
         model = build_model(
             alpha=spec.alpha, input_size=spec.input_size, weights=spec.weights, weights_dir=weights_dir
@@ -166,7 +175,7 @@ def train(
             phase: _Phase = phase,
             steps_before: int = steps_before,
         ) -> bool:
-            nonlocal steps, stopped, done
+            nonlocal steps, stopped, done, state_file, state
             record = EpochRecord(
                 epoch=epoch0 + 1,
                 phase=phase.name,
@@ -181,12 +190,10 @@ def train(
             history.append(record)
             steps = steps_before + optimizer_iterations(model)
             done = record.epoch
-            save_checkpoint(
-                checkpoint_dir,
-                model,
-                CheckpointState(digest, record.epoch, phase.name, steps, steps_before, tuple(history)),
-            )
+            state = CheckpointState(digest, record.epoch, phase.name, steps, steps_before, tuple(history))
+            state_file = save_checkpoint(checkpoint_dir, model, state)
             on_epoch(record)
+            prune(checkpoint_dir, keep=state)
             if should_stop() and record.epoch < total:
                 stopped = True
             return stopped
@@ -204,17 +211,17 @@ def train(
         if stopped:
             break
 
-    final = read_state(checkpoint_dir)
-    assert final is not None, "train() saves a checkpoint after every epoch"
-    return _result(checkpoint_dir, final, total, stopped=stopped)
+    assert state_file is not None and state is not None, "train() saves a checkpoint after every epoch"
+    return _result(state_file, state, total, stopped=stopped)
 
 
-def _result(checkpoint_dir: Path, state: CheckpointState, total: int, *, stopped: bool) -> TrainResult:
+def _result(state_file: Path, state: CheckpointState, total: int, *, stopped: bool) -> TrainResult:
     return TrainResult(
         epochs_completed=state.epoch,
         total_epochs=total,
         stopped=stopped,
         optimizer_steps=state.optimizer_steps,
-        checkpoint_path=checkpoint_model_path(checkpoint_dir) or checkpoint_dir,
+        checkpoint_path=Path(state_file).parent / state.model_file,
+        state_path=Path(state_file),
         history=state.history,
     )

@@ -13,13 +13,14 @@ starting and final images, so a working ascent has ``after > before``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from worker.experiments.errors import ExperimentError, LayerError
+from worker.experiments.errors import ExperimentError, LayerError, StopRequested
 from worker.experiments.gradients import input_gradient
 from worker.experiments.images import make_input_image
 from worker.experiments.models import base_of, build_base
@@ -39,9 +40,16 @@ class VisualizationResult:
 
 
 def visualize(
-    spec: VisualizeSpec, *, checkpoint: Path | None = None, weights_dir: str | None = None
+    spec: VisualizeSpec,
+    *,
+    checkpoint: Path | None = None,
+    weights_dir: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> VisualizationResult:
-    """Run the ascent for each of ``spec.layers`` from the same starting image."""
+    """Run the ascent for each of ``spec.layers`` from the same starting image.
+
+    ``should_stop`` is asked before every step; when it says so, :class:`StopRequested` is raised.
+    """
     spec.validate()
     base = _network(spec, checkpoint, weights_dir)
     feature_models = {name: _feature_model(base, name) for name in spec.layers}
@@ -51,7 +59,7 @@ def visualize(
     after: dict[str, float] = {}
     for name, feature_model in feature_models.items():
         final, before[name], after[name] = _ascent(
-            feature_model, preprocess(start), spec.steps, spec.step_size
+            feature_model, preprocess(start), spec.steps, spec.step_size, should_stop
         )
         images[name] = deprocess_image(final)
     return VisualizationResult(start, images, before, after)
@@ -110,11 +118,17 @@ def _mean_activation(feature_model: keras.Model, x: np.ndarray) -> float:
 
 
 def _ascent(
-    feature_model: keras.Model, x: np.ndarray, steps: int, step_size: float
+    feature_model: keras.Model,
+    x: np.ndarray,
+    steps: int,
+    step_size: float,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[np.ndarray, float, float]:
     """``steps`` steps of L2-normalized gradient ascent; returns (final image, mean before, mean after)."""
     before = None
     for _ in range(steps):
+        if should_stop():
+            raise StopRequested("visualization stopped on request")
         loss, grad = input_gradient(feature_model, x)
         if before is None:
             before = float(loss)

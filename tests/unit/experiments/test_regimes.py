@@ -11,7 +11,12 @@ import keras
 import numpy as np
 import pytest
 
-from worker.experiments.checkpoints import STATE_FILE, checkpoint_model_path, optimizer_iterations
+from worker.experiments.checkpoints import (
+    checkpoint_model_path,
+    latest_state_file,
+    optimizer_iterations,
+    state_file_name,
+)
 from worker.experiments.data import Cifar10, load_cifar10
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import base_of, weights_file_name
@@ -154,7 +159,39 @@ def test_history_of_empty_folder_and_record_round_trip(tmp_path: Path, finetune_
     assert read_checkpoint_history(tmp_path) == []
     record = finetune_run["result"].history[0]
     assert EpochRecord.from_dict(record.to_dict()) == record
-    assert (finetune_run["ckpt"] / STATE_FILE).is_file()
+    assert (finetune_run["ckpt"] / state_file_name(3)).is_file()
+
+
+def test_resume_from_another_folder_leaves_it_untouched(
+    finetune_run: dict[str, Any], data: Cifar10, weights_dir: Path, tmp_path: Path
+) -> None:
+    """How a worker's new attempt resumes: from the checkpoint the database names, in the previous
+    attempt's folder, writing only into its own."""
+    old, new = tmp_path / "attempt-1", tmp_path / "attempt-2"
+    train(FINETUNE, data, old, weights_dir=str(weights_dir), should_stop=lambda: True)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in old.iterdir())
+    resumed = train(FINETUNE, data, new, resume_from=latest_state_file(old))
+    assert (resumed.epochs_completed, [r.epoch for r in resumed.history]) == (3, [1, 2, 3])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in old.iterdir()) == before
+    assert sorted(p.name for p in new.iterdir()) == ["model-e0003.keras", "state-e0003.json"]
+    assert resumed.state_path == new / "state-e0003.json"
+
+
+def test_a_refused_commit_prunes_nothing(data: Cifar10, weights_dir: Path, tmp_path: Path) -> None:
+    """When on_epoch raises (the worker's database commit was refused), the previous epoch's checkpoint,
+    which the database still names, must still be there."""
+
+    class Refused(Exception):
+        pass
+
+    def refuse_epoch_2(record: EpochRecord) -> None:
+        if record.epoch == 2:
+            raise Refused
+
+    with pytest.raises(Refused):
+        train(FINETUNE, data, tmp_path, weights_dir=str(weights_dir), on_epoch=refuse_epoch_2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model-e0001.keras", "model-e0002.keras", "state-e0001.json", "state-e0002.json"]
 
 
 def test_visualize_a_trained_checkpoint_at_another_size(finetune_run: dict[str, Any]) -> None:

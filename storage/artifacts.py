@@ -1,21 +1,25 @@
 """Files a run produces (checkpoints, images, figures), stored under one root with a sha256 each.
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``): a reader sees the old file
-or the new one, never half of one. Reads verify the checksum recorded in the database.
+or the new one, never half of one. Reads verify the checksum recorded in the database. Files get the mode
+``open()`` would give them (``0o666 & ~umask``), like those Keras and the report write into the same store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from storage.errors import ArtifactError
 
 _CHUNK = 1 << 20
+# What open() asks for before the umask; mkstemp's 0o600 would make our files unlike everyone else's.
+_OPEN_MODE = 0o666
+_umask_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,48 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux (4.7+) reports it, or None where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    """The umask read the only portable way, by setting it and back.
+
+    Another thread creating a file in between would get a umask of 0o077 (not 0: too open): safe, if
+    briefly stricter. The lock keeps our own threads from reading each other's temporary value.
+    """
+    with _umask_lock:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
+def current_umask() -> int:
+    """The process umask, without changing it where /proc tells it (Linux), which is race-free in threads.
+
+    Read per write, not cached at import: a umask the process sets later is honoured by open() and Keras,
+    so it must be here too. Reading /proc costs some microseconds, nothing beside an fsync.
+    """
+    umask = _umask_from_proc()
+    return _umask_by_setting() if umask is None else umask
+
+
+def _chmod_like_open(fd: int, path: str) -> None:
+    mode = _OPEN_MODE & ~current_umask()
+    if os.chmod in os.supports_fd:
+        os.chmod(fd, mode)
+    else:  # pragma: no cover - platforms without fchmod
+        os.chmod(path, mode)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -80,6 +126,7 @@ class ArtifactStore:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
+                _chmod_like_open(fh.fileno(), tmp)
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -100,13 +147,14 @@ class ArtifactStore:
         size = 0
         try:
             with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                # Not the source's mode (copymode): a source made by mkstemp would pass on its 0o600.
+                _chmod_like_open(out.fileno(), tmp)
                 while chunk := inp.read(_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            shutil.copymode(src, tmp)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ Defaults and the reason for each live in :data:`DEFAULTS` so the README and ``--
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,11 +100,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
+def _mask_query(query: str) -> str:
+    """``a=1&password=x`` -> ``a=1&password=***``; also ``sslpassword`` (libpq) and ``;`` separators."""
+    masked = []
+    for part in re.split(r"([&;])", query):
+        key, eq, _value = part.partition("=")
+        masked.append(f"{key}=***" if eq and key.lower().endswith("password") else part)
+    return "".join(masked)
+
+
 def mask_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db`` for messages and logs."""
+    """Hide passwords in a URL for messages and logs.
+
+    ``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``, and ``?password=secret`` (or
+    ``&password=``, ``sslpassword=``) -> ``?password=***``. When the URL is ambiguous (a raw ``@`` or ``?``
+    in a password) it hides too much rather than too little.
+    """
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    creds, _, host = rest.rpartition("@")
-    user, colon, _password = creds.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+    query_at = rest.find("?")
+    # The credentials end at the last '@' before the query; failing that (a '?' inside the password
+    # itself), at the last '@' anywhere.
+    at = rest.rfind("@", 0, query_at if query_at >= 0 else len(rest))
+    if at < 0:
+        at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _password = rest[:at].partition(":")
+        rest = f"{user}{':***' if colon else ''}{rest[at:]}"
+    host, qmark, query = rest.partition("?")
+    return f"{scheme}://{host}{qmark}{_mask_query(query) if qmark else ''}"

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,66 @@ def test_symlink_out_of_the_root_is_rejected(store: ArtifactStore, tmp_path: Pat
     (store.root / "link").symlink_to(outside)
     with pytest.raises(ArtifactError, match="outside"):
         store.write_bytes("link/x", b"x")
+
+
+@pytest.fixture(params=[0o022, 0o027], ids=["umask022", "umask027"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    # The test process is single-threaded here, so setting the umask affects nothing else.
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_written_files_get_the_same_mode_as_open(store: ArtifactStore, tmp_path: Path, umask: int) -> None:
+    folder = store.absolute("r-1")
+    folder.mkdir(parents=True)
+    with open(folder / "plain.bin", "wb") as fh:  # as Keras's model.save and the report write files
+        fh.write(b"x")
+    expected = 0o666 & ~umask
+    assert _mode(folder / "plain.bin") == expected
+
+    store.write_bytes("r-1/bytes.bin", b"x")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"y")
+    src.chmod(0o600)  # as tempfile.mkstemp leaves a file: its mode must not be passed on
+    store.write_file("r-1/copied.bin", src)
+    store.write_bytes("r-1/plain.bin", b"replaced")  # replacing a file made by open()
+
+    modes = {p.name: _mode(p) for p in folder.iterdir()}
+    assert modes == {"plain.bin": expected, "bytes.bin": expected, "copied.bin": expected}
+
+
+def test_umask_is_read_without_changing_it(umask: int) -> None:
+    from storage import artifacts
+
+    from_proc = artifacts._umask_from_proc()
+    if from_proc is not None:  # Linux 4.7+
+        assert from_proc == umask
+    assert artifacts._umask_by_setting() == umask
+    assert artifacts.current_umask() == umask
+    assert os.umask(umask) == umask  # still in place after all three reads
+
+
+def test_fallback_umask_read_is_consistent_across_threads(umask: int) -> None:
+    """Without /proc the umask is read by setting it and back; the lock keeps threads from seeing each
+    other's temporary value (without it, some reads here return 0o077)."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage import artifacts
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, between the two umask calls too
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            seen = set(pool.map(lambda _: artifacts._umask_by_setting(), range(20_000)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert seen == {umask}
+    assert os.umask(umask) == umask

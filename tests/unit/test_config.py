@@ -1,0 +1,60 @@
+"""mask_url: no password reaches a message or a log, whether in the userinfo or in the query string."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.config import mask_url
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql+psycopg://u:secret@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
+        ("amqp://guest:secret@h:5672//", "amqp://guest:***@h:5672//"),
+        # A raw '@' or '?' in the password (should be %-encoded, often is not): hide it all the same.
+        ("postgresql://u:se@cret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:se?cret@h/db", "postgresql://u:***@h/db"),
+    ],
+)
+def test_password_in_userinfo_is_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert "secret" not in mask_url(url) and "cret" not in mask_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
+        (
+            "postgresql://h/db?sslmode=require&password=secret&application_name=x",
+            "postgresql://h/db?sslmode=require&password=***&application_name=x",
+        ),
+        ("postgresql://h/db?PASSWORD=secret", "postgresql://h/db?PASSWORD=***"),
+        ("postgresql://h/db?sslpassword=secret", "postgresql://h/db?sslpassword=***"),
+        ("redis://h:6379/0?password=secret", "redis://h:6379/0?password=***"),
+        ("postgresql://h/db?password=", "postgresql://h/db?password=***"),
+        # Both at once: each is masked.
+        ("postgresql://u:secret@h/db?password=secret", "postgresql://u:***@h/db?password=***"),
+    ],
+)
+def test_password_in_query_is_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert "secret" not in mask_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dt_1&sslmode=disable",
+        "postgresql://h/db?passwordless=1",
+        "redis://127.0.0.1:6379/13",
+        "sqlite:////tmp/home/convlab.db",
+        "filesystem:// (embedded)",
+        "not a url",
+    ],
+)
+def test_url_without_password_is_unchanged(url: str) -> None:
+    assert mask_url(url) == url

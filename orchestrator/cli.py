@@ -305,6 +305,25 @@ def retry(cli: CliContext, run_id: str) -> None:
         click.echo(line)
 
 
+# ---------------------------------------------------------------- check
+@main.command()
+@click.argument("target", required=False, metavar="[SWEEP_OR_RUN]")
+@pass_cli
+@handle_errors
+def check(cli: CliContext, target: str | None) -> None:
+    """Verify every run's artifacts (sha256) and checkpoints (default: all runs); exit 1 on a problem."""
+    from orchestrator.check import check as check_runs
+    from storage.artifacts import ArtifactStore
+
+    result = check_runs(cli.db(), ArtifactStore(cli.settings.artifacts_dir), target)
+    for problem in result.problems:
+        click.echo(str(problem))
+    verdict = "all intact" if result.intact else f"{len(result.problems)} problem(s)"
+    click.echo(f"checked {result.runs} run(s), {result.artifacts} artifact(s): {verdict}")
+    if not result.intact:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------- report
 @main.command()
 @click.argument("sweep_id", required=False)

@@ -125,6 +125,10 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
             }
             for m in repo.metric_history(s, source.id)
         ]
+        # Paths relative to $CONVLAB_HOME/artifacts; the files whose results the run stands on.
+        record["artifacts"] = [
+            {"path": a.path, "sha256": a.sha256, "bytes": a.bytes} for a in repo.artifacts_of(s, source.id)
+        ]
         return record
 
 

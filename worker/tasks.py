@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import traceback
 from typing import Any
@@ -38,13 +39,15 @@ def _settings(task: Task) -> Settings:
     return task.app.conf.convlab_settings
 
 
-def _device_and_environment(kind: RunKind) -> tuple[str, dict[str, str]]:
-    """What the task process really sees (the accelerator Keras's backend found), not the worker's label."""
+def _device_and_environment(kind: RunKind) -> tuple[str, dict[str, Any]]:
+    """What the task process really sees (the accelerator Keras's backend found), not the worker's label,
+    and which process on which host executes this attempt (to find it in `ps`, or in a chaos test)."""
+    process = {"host": socket.gethostname(), "pid": os.getpid()}
     if kind == RunKind.REPORT:  # no Keras needed: do not pay for importing it
-        return "CPU", {}
+        return "CPU", process
     from worker.device import describe_device, describe_environment
 
-    return describe_device(), describe_environment()
+    return describe_device(), {**describe_environment(), **process}
 
 
 def _wait_for_dependencies(db: Database, run_id: str, kind: RunKind) -> str | None:

@@ -109,3 +109,34 @@ def run_state(db: Database, run_id: str) -> dict[str, Any]:
             "error": run.error,
             "artifacts": [a.path for a in repo.artifacts_of(s, run_id)],
         }
+
+
+def pool_processes(main_pid: int) -> list[int]:
+    """The prefork pool's task processes of a Celery main process: its forked children (same command
+    line), not the spawned maintenance process (a `multiprocessing` command line)."""
+    main_cmdline = Path(f"/proc/{main_pid}/cmdline").read_bytes()
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(
+                int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("PPid:")
+            )
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError):
+            continue  # the process ended while we looked
+        if ppid == main_pid and cmdline == main_cmdline:
+            children.append(int(status.parent.name))
+    return sorted(children)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = next(
+            line.split()[1]
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("State:")
+        )
+    except (OSError, StopIteration):
+        return False
+    return state != "Z"

@@ -50,7 +50,7 @@ def test_training_succeeds_with_metrics_device_and_artifacts(server_stack: Stack
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == [1, 2]  # smoke finetune: one head epoch, one tune epoch, numbered on
     assert any(p.endswith("checkpoint/model-e0002.keras") for p in state["artifacts"])
-    assert any(p.endswith("checkpoint/state.json") for p in state["artifacts"])
+    assert any(p.endswith("checkpoint/state-e0002.json") for p in state["artifacts"])
     detail = json.loads(server_stack.orchestrator("status", run_id, "--json", check=True).stdout)
     assert detail["device"] and detail["worker"] == "w1@test"
     assert [h["phase"] for h in detail["history"]] == ["head", "tune"]

@@ -96,24 +96,27 @@ def test_a_paused_attempt_cannot_touch_the_run_another_attempt_finished(stack: S
     try:
         if taker == "other-worker":
             stack.start_worker("w2")
-        # ... past the lease: the reaper re-queues the run and another attempt resumes and finishes it
-        # (with "sibling-slot", a second task process of the same worker, under the same worker name).
-        state = ended(stack, run_id, "w1", "w2")
-        assert state["status"] == "succeeded", state["error"]
-        assert state["attempts"] == 2
-        winner = detail(stack, run_id)
-        before = {h["epoch"]: h for h in winner["history"]}
-        artifacts_before = winner["artifacts"]
+        # ... past the lease: the reaper re-queues the run and a second attempt claims it (with
+        # "sibling-slot", the worker's other task process, under the same worker name).
+        wait_for(
+            lambda: (lambda st: st["attempts"] == 2 and st["status"] == "running")(run_state(db, run_id)),
+            timeout=120,
+            what="a second attempt to take the run over",
+            on_timeout=lambda: stack.log_of("w1") + stack.log_of("w2"),
+        )
     finally:
+        # The paused attempt wakes while the new one trains: both would now write the same run.
         os.kill(paused, signal.SIGCONT)
-    # The paused attempt wakes up and tries to go on: its first write is refused and it ends.
-    wait_for(lambda: not process_alive(paused), timeout=120, what="the paused attempt to stop")
+    wait_for(lambda: not process_alive(paused), timeout=120, what="the woken attempt to stop")
+    state = ended(stack, run_id, "w1", "w2")
+    assert state["status"] == "succeeded", state["error"]
+    assert state["attempts"] == 2
     after = detail(stack, run_id)
-    assert after["status"] == "succeeded" and after["attempts"] == 2
-    assert {h["epoch"]: h for h in after["history"]} == before  # the winner's values, untouched
-    assert after["artifacts"] == artifacts_before
-    assert all("/attempt-2/" in a["path"] for a in after["artifacts"])
+    assert after["artifacts"] and all("/attempt-2/" in a["path"] for a in after["artifacts"])
+    # Epoch rows equal the final checkpoint's history (the woken attempt overwrote none), every file
+    # is intact (it deleted none).
     assert_intact(stack, run_id, epochs=4)
+    assert "lost the run; stopped without writing" in stack.log_of("w1")
 
 
 def test_a_message_taken_by_a_worker_that_dies_before_claiming_is_sent_again(stack: Stack) -> None:
@@ -192,7 +195,7 @@ def test_a_suspended_report_blocks_no_training(stack: Stack, tmp_path) -> None: 
 
 
 def test_cancelling_a_running_visualization_stops_it(stack: Stack) -> None:
-    run_id = submit(stack, "visualize", "--image", "random", "--source", "none", "--set", "vis_steps=100000")
+    run_id = submit(stack, "visualize", "--image", "random", "--source", "none", "--set", "vis_steps=10000")
     stack.start_worker("w1")
     db = stack.db()
     wait_for(
@@ -205,7 +208,7 @@ def test_cancelling_a_running_visualization_stops_it(stack: Stack) -> None:
     assert pid is not None
     cancel = stack.orchestrator("cancel", run_id)
     assert cancel.returncode == 0, cancel.stderr
-    state = ended(stack, run_id, "w1", timeout=60)  # one heartbeat (1 s here), not 100,000 steps
+    state = ended(stack, run_id, "w1", timeout=60)  # one heartbeat (1 s here), not 10,000 steps
     assert state["status"] == "cancelled", state
     wait_for(lambda: not process_alive(pid), timeout=60, what="its task process to end")
     assert run_state(db, run_id)["status"] == "cancelled"

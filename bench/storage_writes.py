@@ -1,7 +1,8 @@
 """How fast can storage record epochs? Run by hand: ``python bench/storage_writes.py [--postgres URL]``.
 
 Measures ``record_epoch`` with one transaction per epoch (as a worker does), first from one process,
-then from several processes at once (the concurrency test's shape), on SQLite and on PostgreSQL.
+then from several processes at once (the concurrency test's shape), on SQLite and on PostgreSQL. Each
+write is fenced (it carries the claim's token, checked in the same UPDATE), as in a real worker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from storage.models import RunKind  # noqa: E402
 
 def _write(url: str, run_id: str, epochs: int, barrier: object | None = None) -> float:
     db = database_for_url(url, ensure_schema=False)
+    with db.session() as s:  # as a worker: claim the run, then every write carries the attempt's token
+        claimed = repo.claim_run(s, run_id, worker="bench", device="cpu", lease_seconds=60)
+        assert claimed is not None
     if barrier is not None:
         barrier.wait()  # type: ignore[attr-defined]
     start = time.perf_counter()
@@ -33,6 +37,7 @@ def _write(url: str, run_id: str, epochs: int, barrier: object | None = None) ->
             repo.record_epoch(
                 s,
                 run_id,
+                fence=claimed.fence,
                 epoch=epoch,
                 phase="train",
                 loss=1.0,

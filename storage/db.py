@@ -345,7 +345,16 @@ class Database:
         with self._lock:
             if self._schema_ready:
                 return
-            if self._recorded_revision() != SCHEMA_REVISION:
+            try:
+                recorded = self._recorded_revision()
+            except DatabaseUnavailable:
+                if self.engine.dialect.name != "sqlite":
+                    raise
+                # Another process is creating the file right now (SQLite answers "locked" while the
+                # journal mode is being set up): the upgrade below waits on its file lock, then finds the
+                # schema at head, or raises a real error itself.
+                recorded = None
+            if recorded != SCHEMA_REVISION:
                 _upgrade_engine(self.engine, self.url)
             self._schema_ready = True
 

@@ -22,8 +22,11 @@ def broker_settings(settings: Settings) -> tuple[str, dict[str, Any]]:
     if settings.broker_url:
         options: dict[str, Any] = {}
         if settings.broker_url.startswith(("redis://", "rediss://")):
-            # Recovery from a dead worker is driven by run heartbeats in the database (the lease), not by
-            # Redis's visibility timeout; keep that one long so a slow epoch is never delivered twice.
+            # Recovery from a dead worker is driven by the database: the lease re-queues its run and the
+            # reaper re-sends a message it had taken (runs.received_by). Redis's redelivery of unacked
+            # messages is not needed; a short timeout would only hand a long training's message to a
+            # second worker while the first still runs it (harmless thanks to the claim, but a wasted
+            # process start each time). So: longer than any task.
             options = {"visibility_timeout": 12 * 3600}
         return settings.broker_url, options
     folder = settings.broker_dir

@@ -285,9 +285,10 @@ def make_console(*, stderr: bool = False) -> Console:
     ``COLUMNS`` does not say otherwise, nothing is wrapped at 80 columns (paths, errors, ids stay whole)."""
     from orchestrator.host import columns_given
 
-    console = Console(stderr=stderr, soft_wrap=True)
+    console = Console(stderr=stderr)
     if not console.is_terminal and not columns_given():
         console.width = UNLIMITED
+        console.soft_wrap = True  # print() inserts no line breaks either
     return console
 
 

@@ -181,9 +181,10 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
-def check_disk(settings: Settings, needs: Needs, *, free: Callable[[Path], int] = free_bytes) -> None:
+def check_disk(settings: Settings, needs: Needs, *, free: Callable[[Path], int] | None = None) -> None:
     if not needs.checkpoint_bytes:
         return
+    free = free or free_bytes
     need = needs.checkpoint_bytes + MARGIN_BYTES
     cache = settings.home / "cache"
     if settings.cifar10_path is not None and not any(cache.glob("cifar10-*.npz")):
@@ -202,10 +203,11 @@ def check_local_run(
     work: Iterable[Work],
     *,
     keras_dir: Path | None = None,
-    can_reach: Callable[[str], bool] = host.reachable,
-    free: Callable[[Path], int] = free_bytes,
+    can_reach: Callable[[str], bool] | None = None,
+    free: Callable[[Path], int] | None = None,
 ) -> None:
     """Everything the local worker will need for ``work``: data, weights, disk. Raises UserError."""
+    can_reach = can_reach or host.reachable
     needs = needs_of(work)
     keras_dir = keras_dir if keras_dir is not None else host.keras_home()
     if needs.cifar_by:

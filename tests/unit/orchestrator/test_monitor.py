@@ -71,7 +71,8 @@ def test_narrow_terminals_get_a_table_that_fits_without_cutting_an_id(width: int
 def test_wide_terminals_show_every_column() -> None:
     text = _text(200, 200)
     header = next(line for line in text.splitlines() if line.startswith("run "))
-    for column in ("kind", "what", "status", "progress", "epoch", "val acc", "ETA", "worker", "device", "tries"):
+    columns = ("kind", "what", "status", "progress", "epoch", "val acc", "ETA", "worker", "device", "tries")
+    for column in columns:
         assert column in header, header
     assert DEVICE in text and WORKER in text
     assert max(len(line) for line in text.splitlines()) <= 200

@@ -359,7 +359,7 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
             json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str)
         )
     else:
-        console.print(monitor.render_sweep(db, sweep_id, console, rows))
+        console.print(monitor.render_sweep(console, sweep_id, rows, monitor.sweep_profile(db, sweep_id)))
 
 
 @main.command()

@@ -305,13 +305,9 @@ def sweep_profile(db: Database, sweep_id: str) -> str | None:
         return repo.get_sweep(s, sweep_id).profile
 
 
-def render_sweep(db: Database, sweep_id: str, console: Console, rows: list[RunRow]) -> Group:
+def render_sweep(console: Console, sweep_id: str, rows: list[RunRow], profile: str | None) -> Group:
     return render_table(
-        sweep_id,
-        rows,
-        width=table_width(console),
-        profile=sweep_profile(db, sweep_id),
-        ascii_only=console.options.ascii_only,
+        sweep_id, rows, width=table_width(console), profile=profile, ascii_only=console.options.ascii_only
     )
 
 
@@ -329,12 +325,13 @@ def watch(
     rows = sweep_rows(db, sweep_id)
     if not console.is_terminal:
         return _watch_plain(db, sweep_id, console, interval, until, deadline, rows)
+    profile = sweep_profile(db, sweep_id)
     # Laid out again at every redraw, so a resized terminal gets a table that fits.
-    with Live(render_sweep(db, sweep_id, console, rows), console=console, refresh_per_second=4) as live:
+    with Live(render_sweep(console, sweep_id, rows, profile), console=console, refresh_per_second=4) as live:
         while not until(rows) and (deadline is None or time.monotonic() < deadline):
             time.sleep(interval)
             rows = sweep_rows(db, sweep_id)
-            live.update(render_sweep(db, sweep_id, console, rows))
+            live.update(render_sweep(console, sweep_id, rows, profile))
     return rows
 
 

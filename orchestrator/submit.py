@@ -279,6 +279,7 @@ def follow_to_end(settings: Settings, db: Any, sweep_id: str, console: Any) -> N
     from orchestrator.local_worker import LocalWorker
 
     local = None
+    restore = _hang_up_like_ctrl_c()
     try:
         if settings.embedded_broker:
             local = LocalWorker(preflight.absolute_inputs(settings))
@@ -294,6 +295,8 @@ def follow_to_end(settings: Settings, db: Any, sweep_id: str, console: Any) -> N
         if local:
             local.stop()
         raise
+    finally:
+        restore()
     if local:
         local.stop()
     if local and not monitor.all_finished(rows):
@@ -308,6 +311,22 @@ def follow_to_end(settings: Settings, db: Any, sweep_id: str, console: Any) -> N
         raise OrchestratorError(f"sweep {sweep_id}: {len(failed)} run(s) did not succeed")
 
 
+def _hang_up_like_ctrl_c() -> Callable[[], None]:
+    """While following: a closed terminal (SIGHUP) or a plain ``kill`` (SIGTERM) cleans up as Ctrl-C
+    does, instead of leaving the local worker running with nobody following it. Returns the undo."""
+
+    def as_ctrl_c(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, as_ctrl_c) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def interrupt(settings: Settings, db: Any, sweep_id: str, local: Any) -> str:
     """Ctrl-C while following a sweep. What it means depends on who runs the work:
 
@@ -318,9 +337,11 @@ def interrupt(settings: Settings, db: Any, sweep_id: str, local: Any) -> str:
       training from its last checkpoint.
     - a shared broker: other machines do the work; only the following stops.
 
-    A second Ctrl-C during this clean-up is ignored: cut short, it would leave runs marked running.
+    A second Ctrl-C (or SIGTERM, SIGHUP) during this clean-up is ignored: cut short, it would leave runs
+    marked running.
     """
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stopping}
     try:
         if not settings.embedded_broker:
             return (
@@ -348,7 +369,8 @@ def interrupt(settings: Settings, db: Any, sweep_id: str, local: Any) -> str:
         )
         return "\n".join(lines)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cancel_unfinished(s: Session, sweep_id: str) -> list[str]:

@@ -105,8 +105,8 @@ class OneLineErrors(click.Group):
             _fail(" ".join(exc.format_message().split()), exc.exit_code)  # click lists choices on lines
         except click.BadParameter as exc:
             name = exc.param_hint or (exc.param.opts[0] if exc.param is not None and exc.param.opts else "")
-            name = name if isinstance(name, str) else " / ".join(name)
-            _fail(f"{name.strip(chr(39))}: {exc.message}" if name else exc.message, exc.exit_code)
+            name = (name if isinstance(name, str) else " / ".join(name)).strip("'")  # click quotes it
+            _fail(f"{name}: {exc.message}" if name else exc.message, exc.exit_code)
         except click.UsageError as exc:
             _fail(exc.format_message(), exc.exit_code)
         except click.ClickException as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator.errors import OrchestratorError, UserError
+from orchestrator.errors import Interrupted, OrchestratorError, UserError
 from storage.config import Settings, SettingsError, load_settings, mask_url
+from worker.profiles import PROFILES
+from worker.specs import REGIMES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +57,9 @@ def handle_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:  # Ctrl-C: what was stopped and how to resume, not an error
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_code)
         except (SpecError, SettingsError, NotFound, IllegalTransition) as exc:
             _fail(str(exc), 2)
         except DatabaseUnavailable as exc:
@@ -67,7 +72,53 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneOf(click.Choice):  # type: ignore[type-arg]
+    """A choice whose refusal reads like every other bad input: ``--profile: must be one of ...``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in self.choices:
+            return value
+        self.fail(f"must be one of {', '.join(map(str, self.choices))}; got {value!r}", param, ctx)
+
+
+class OneLineErrors(click.Group):
+    """The top-level group: click's own usage errors (an unknown option, a missing argument, a value of
+    the wrong type) become one line and exit 2, as bad input does everywhere else, instead of a usage
+    block. ``--help`` and a bare ``orchestrator`` still print the help."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.MissingParameter as exc:
+            _fail(" ".join(exc.format_message().split()), exc.exit_code)  # click lists choices on lines
+        except click.BadParameter as exc:
+            name = exc.param_hint or (exc.param.opts[0] if exc.param is not None and exc.param.opts else "")
+            name = (name if isinstance(name, str) else " / ".join(name)).strip("'")  # click quotes it
+            _fail(f"{name}: {exc.message}" if name else exc.message, exc.exit_code)
+        except click.UsageError as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convlab", message="convlab %(version)s")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -94,9 +145,11 @@ def _common_submit_options(fn: F) -> F:
     options = [
         click.option(
             "--profile",
+            type=OneOf(tuple(PROFILES)),
             default="paper",
             show_default=True,
-            help="paper (the seed exactly), quick (minutes on a CPU) or smoke (tests).",
+            help="paper: the report's setup exactly (hours on a CPU, minutes on a GPU; the estimate is "
+            "printed before a long plan starts); quick: minutes on a CPU; smoke: tests.",
         ),
         click.option(
             "--set",
@@ -154,12 +207,24 @@ def submit_all(
     photo = image or flow.default_photo()
     flow.check_image(photo)
     plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
-    flow.submit_plan(cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait)
+    others = flow.alternative_plans(
+        profile, lambda other: plan_all(other, seeds=seeds, base_seed=base_seed, photo=str(photo))
+    )
+    flow.submit_plan(
+        cli.settings,
+        cli.db,
+        plan,
+        profile=profile,
+        overrides=overrides,
+        force=force,
+        wait=wait,
+        alternatives=others,
+    )
 
 
 @submit.command("train")
 @_common_submit_options
-@click.option("--regime", required=True, help="scratch, imagenet or finetune.")
+@click.option("--regime", required=True, type=OneOf(REGIMES), help="The training regime.")
 @click.option("--seeds", default=1, show_default=True, type=int, help="Repetitions.")
 @pass_cli
 @handle_errors
@@ -179,7 +244,19 @@ def submit_train(
 
     values, overrides = flow.profile_values(profile, assignments)
     plan = plan_train(values, regime=regime, seeds=seeds, base_seed=base_seed)
-    flow.submit_plan(cli.settings, cli.db, plan, profile=profile, overrides=overrides, force=force, wait=wait)
+    others = flow.alternative_plans(
+        profile, lambda other: plan_train(other, regime=regime, seeds=seeds, base_seed=base_seed)
+    )
+    flow.submit_plan(
+        cli.settings,
+        cli.db,
+        plan,
+        profile=profile,
+        overrides=overrides,
+        force=force,
+        wait=wait,
+        alternatives=others,
+    )
 
 
 @submit.command("visualize")
@@ -190,9 +267,16 @@ def submit_train(
     multiple=True,
     default=("random",),
     show_default=True,
-    help="random, sine or a path to a photo (repeatable).",
+    metavar="random|sine|PATH",
+    help="A built-in image or a photo (repeatable).",
 )
-@click.option("--source", default="imagenet", show_default=True, help="Network weights: imagenet or none.")
+@click.option(
+    "--source",
+    type=OneOf(("imagenet", "none")),
+    default="imagenet",
+    show_default=True,
+    help="Network weights: ImageNet's, or random (none).",
+)
 @pass_cli
 @handle_errors
 def submit_visualize(
@@ -234,8 +318,6 @@ def submit_visualize(
 @handle_errors
 def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> None:
     """Runs of a sweep (default: the latest) or one run (with its metric history)."""
-    from rich.console import Console
-
     from orchestrator import monitor
     from orchestrator.runs import resolve_sweep
 
@@ -258,7 +340,8 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
                 "device",
                 "error",
             ):
-                click.echo(f"{key:>13}: {detail.get(key)}")
+                value = detail.get(key)
+                click.echo(f"{key:>13}: {round(value, 4) if isinstance(value, float) else value}")
             for h in detail["history"]:
                 click.echo(
                     f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
@@ -266,9 +349,7 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
                 )
         return
     sweep_id = resolve_sweep(db, target)
-    console = Console()
-    if not console.is_terminal:
-        console.width = 200  # a pipe or a log: do not squeeze the table into 80 columns
+    console = monitor.make_console()  # a pipe or a log: nothing squeezed into 80 columns
     if watch and not as_json:
         monitor.watch(db, sweep_id, console)
         return
@@ -278,31 +359,71 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
             json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str)
         )
     else:
-        console.print(monitor.render_table(sweep_id, rows))
+        console.print(monitor.render_sweep(console, sweep_id, rows, monitor.sweep_profile(db, sweep_id)))
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("target", metavar="RUN_OR_SWEEP_ID")
 @pass_cli
 @handle_errors
-def cancel(cli: CliContext, run_id: str) -> None:
-    """Cancel a run (and what depends on it): queued ones never start, running ones stop at the next epoch."""
-    from orchestrator.runs import cancel_run
+def cancel(cli: CliContext, target: str) -> None:
+    """Cancel a run (and what cannot run without it), or every unfinished run of a sweep.
 
-    for line in cancel_run(cli.db(), run_id, lease_seconds=cli.settings.lease_seconds):
+    Queued runs never start; running ones stop at the end of their epoch (at once when their worker is
+    gone). Cancelling one run leaves the sweep's report: it reports what finished.
+    """
+    from orchestrator.runs import cancel_run, cancel_sweep
+
+    lease = cli.settings.lease_seconds
+    lines = (
+        cancel_run(cli.db(), target, lease_seconds=lease)
+        if target.startswith("r-")
+        else cancel_sweep(cli.db(), target, lease_seconds=lease)
+    )
+    for line in lines:
         click.echo(line)
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("target", metavar="RUN_OR_SWEEP_ID")
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Follow until done (default: on the embedded broker, with a local worker, as submit does).",
+)
 @pass_cli
 @handle_errors
-def retry(cli: CliContext, run_id: str) -> None:
-    """Queue a failed or cancelled run again (and its dependents); it resumes from its checkpoint."""
-    from orchestrator.runs import retry_run
+def retry(cli: CliContext, target: str, wait: bool | None) -> None:
+    """Queue failed or cancelled runs again: one run (and its dependents) or all of a sweep's.
+    Trainings resume from their last checkpoint."""
+    from orchestrator import preflight
+    from orchestrator import submit as flow
+    from orchestrator.monitor import make_console
+    from orchestrator.runs import retry as requeue
+    from orchestrator.runs import retry_targets, sweep_of
+    from orchestrator.services import check_broker
+    from worker.dispatch import dispatch_ready
 
-    for line in retry_run(cli.settings, cli.db(), run_id):
+    db = cli.db()
+    settings = cli.settings
+    app = check_broker(settings)
+    work = retry_targets(db, target)  # refuses (exit 2) a run or sweep with nothing to retry
+    if settings.embedded_broker:
+        preflight.check_local_run(settings, work)
+    sweep_id = sweep_of(db, target)
+    for line in requeue(db, target):
         click.echo(line)
+    console = make_console()
+    try:
+        dispatch_ready(app, db)
+        if wait is None:
+            wait = settings.embedded_broker
+        if not wait:
+            click.echo(flow.next_step_hint(settings, db, sweep_id))
+            return
+        flow.follow_to_end(settings, db, sweep_id, console)
+    except KeyboardInterrupt:
+        raise Interrupted(flow.interrupt(settings, db, sweep_id, None)) from None
 
 
 # ---------------------------------------------------------------- check
@@ -336,6 +457,8 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
     from orchestrator.report.data import load_report_data
     from orchestrator.runs import resolve_sweep
 
+    if out is not None:
+        _check_out_folder(out)
     db = cli.db()
     sweep_id = resolve_sweep(db, sweep_id)
     try:
@@ -344,11 +467,26 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
             data = load_report_data(s, cli.settings.artifacts_dir, sweep_id)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    result = render_report(data, out)
+    try:
+        result = render_report(data, out)
+    except OSError as exc:  # the disk filled up, a file vanished meanwhile: one line, not a traceback
+        where = exc.filename or out
+        raise OrchestratorError(f"report: cannot write {where}: {exc.strerror or exc}") from None
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {result.html}")
     click.echo(f"wrote {len(result.paths)} files in {result.seconds:.2f} s")
+
+
+def _check_out_folder(out: Path) -> None:
+    """--out must be a folder that exists or can be created, and that can be written."""
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out: {existing} is a file, not a folder; give a folder (created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write in {existing} (permission denied)")
 
 
 # ---------------------------------------------------------------- workers
@@ -361,6 +499,8 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
 @handle_errors
 def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, loglevel: str) -> None:
     """Start a Celery worker (replaces this process, so signals reach Celery directly)."""
+    from orchestrator import preflight
+    from orchestrator.host import nvidia_gpus
     from orchestrator.services import check_broker
     from worker.launch import worker_launch
 
@@ -368,6 +508,19 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
         launch = worker_launch(gpu=gpu, slots=slots, name=name, loglevel=loglevel)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if gpu is not None:
+        # Asked of the driver, not of TensorFlow: this process must stay light.
+        gpus = nvidia_gpus()
+        if gpu >= len(gpus):
+            seen = ", ".join(f"{i} ({n})" for i, n in enumerate(gpus)) or "none (no NVIDIA driver or GPU)"
+            raise UserError(f"--gpu: no GPU {gpu} on this machine; NVIDIA GPUs found: {seen}")
+    preflight.check_worker_paths(cli.settings)  # a wrong data path fails here, not in the first task
+    for key, value in (
+        ("CONVLAB_CIFAR10", cli.settings.cifar10_path),
+        ("CONVLAB_WEIGHTS_DIR", cli.settings.weights_dir),
+    ):
+        if value is not None:  # absolute: what was checked is what the task processes read
+            launch.env[key] = str(Path(value).expanduser().absolute())
     cli.db()  # create or check the schema before the worker starts (and fail early if unreachable)
     check_broker(cli.settings)
     click.echo(f"starting worker {launch.name} ({launch.env['CONVLAB_WORKER_DEVICE']})", err=True)

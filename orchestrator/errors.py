@@ -17,3 +17,9 @@ class ServiceUnavailable(OrchestratorError):
     """The broker or the database cannot be reached (URL named, password masked); exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(OrchestratorError):
+    """Ctrl-C: the message says what was stopped and how to resume; exit code 130 (128 + SIGINT)."""
+
+    exit_code = 130

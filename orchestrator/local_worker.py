@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,7 +10,29 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator.errors import OrchestratorError
 from storage.config import Settings
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Zombies do not count: they are dead and only
+    wait for init to reap them (the worker's children are re-parented when it dies)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel, counting zombies too
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 class LocalWorker:
@@ -24,6 +47,11 @@ class LocalWorker:
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path: Path = logs / f"worker-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
         env = dict(launch.env, CONVLAB_HOME=str(settings.home))
+        # The data and weights exactly as submit checked them (made absolute there).
+        if settings.cifar10_path is not None:
+            env["CONVLAB_CIFAR10"] = settings.cifar10_path
+        if settings.weights_dir is not None:
+            env["CONVLAB_WEIGHTS_DIR"] = settings.weights_dir
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             launch.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -34,6 +62,8 @@ class LocalWorker:
 
     def stop(self, grace: float = 60.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL of the whole group if it does not end in time."""
+        if self._log.closed:
+            return
         if self.alive():
             self._proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
@@ -42,6 +72,25 @@ class LocalWorker:
             if self.alive():
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
+        self._log.close()
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """Stop now (Ctrl-C): SIGKILL to the worker's whole process group (Celery's main process, its
+        task process, its maintenance process), then wait until none of them is left.
+
+        A training killed mid-epoch loses that epoch only: checkpoints are renamed into place, and the
+        database rolls back an unfinished transaction. Once this returns, the runs the worker held may be
+        handed back (``repository.release_worker_runs``): nothing of it can write any more.
+        """
+        pgid = self._proc.pid  # start_new_session: the worker leads its own process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self._proc.wait()
+        deadline = time.monotonic() + timeout
+        while _group_alive(pgid):
+            if time.monotonic() > deadline:
+                raise OrchestratorError(f"local worker {self.name}: group {pgid} survives SIGKILL")
+            time.sleep(0.05)
         self._log.close()
 
     def __enter__(self) -> LocalWorker:

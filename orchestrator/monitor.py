@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from storage import repository as repo
 from storage.db import Database
@@ -147,48 +150,169 @@ def _duration(seconds: float | None) -> str:
     )
 
 
-def render_table(sweep_id: str, rows: list[RunRow]) -> Table:
-    table = Table(title=f"sweep {sweep_id}", title_justify="left", expand=False)
-    for column in (
-        "run",
-        "kind",
-        "what",
-        "status",
-        "progress",
-        "epoch",
-        "val acc",
-        "ETA",
-        "worker",
-        "device",
-        "tries",
-    ):
-        table.add_column(column, no_wrap=column != "device")
+# ---------------------------------------------------------------------------------------- the table
+#
+# Laid out to the width it is given: every column when there is room; else columns are merged, narrowed
+# or dropped by priority (least useful first) until the table fits. The run id is never cut: every
+# other command needs it. What a dropped column said for the whole sweep moves to the header line.
+
+SHORT_KIND = {"train": "train", "visualize": "vis", "report": "report"}
+
+
+def progress_bar(completed: int, total: int, width: int, *, ascii_only: bool = False) -> Text:
+    """Done and to-do drawn with different characters, not only colours: a finished bar and an empty
+    one look different in a 16-colour terminal, without colour, and in a log file."""
+    filled = 0 if total <= 0 else round(width * min(completed, total) / total)
+    done, todo = ("#", "-") if ascii_only else ("\u2588", "\u2591")  # full block, light shade
+    style = "green" if total > 0 and completed >= total else "cyan"
+    return Text.assemble((done * filled, style), (todo * (width - filled), "grey50"))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    columns: tuple[str, ...]
+    bar_width: int = 16
+    merged_kind: bool = False  # one "what" column: "vis sine" instead of "visualize" + "sine"
+
+
+_FULL = ("run", "kind", "what", "status", "progress", "epoch", "val acc", "ETA", "worker", "device", "tries")
+_LAYOUTS = (
+    _Layout(_FULL),
+    _Layout(tuple(c for c in _FULL if c != "device")),
+    _Layout(tuple(c for c in _FULL if c not in ("device", "worker"))),
+    _Layout(("run", "kind", "what", "status", "progress", "epoch", "val acc", "ETA")),
+    _Layout(("run", "what", "status", "progress", "epoch", "val acc", "ETA"), merged_kind=True),
+    _Layout(("run", "what", "status", "progress", "epoch", "val acc", "ETA"), 10, merged_kind=True),
+    _Layout(("run", "what", "status", "epoch", "val acc", "ETA"), merged_kind=True),
+    _Layout(("run", "what", "status", "epoch", "val acc"), merged_kind=True),
+    _Layout(("run", "status", "epoch")),
+)
+_RIGHT = {"epoch", "val acc", "ETA", "tries"}
+
+
+def _cells(r: RunRow, layout: _Layout, ascii_only: bool) -> dict[str, Any]:
+    # Trainings progress by epoch; a visualization or report is one step, done or not.
+    total = r.epochs or 1
+    completed = min(r.epoch, total) if r.epochs else int(r.status in ("succeeded", "cached"))
+    return {
+        "run": r.id,
+        "kind": r.kind,
+        "what": f"{SHORT_KIND.get(r.kind, r.kind)} {r.label}".strip()
+        if layout.merged_kind and r.label != r.kind
+        else (SHORT_KIND.get(r.kind, r.kind) if layout.merged_kind else r.label),
+        "status": f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+        "progress": progress_bar(completed, total, layout.bar_width, ascii_only=ascii_only),
+        "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else "",
+        "val acc": f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "",
+        "ETA": _duration(r.eta_seconds),
+        "worker": r.worker or "",
+        "device": r.device or "",
+        "tries": str(r.attempts),
+    }
+
+
+def _table(rows: list[RunRow], layout: _Layout, ascii_only: bool) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, expand=False)
+    id_width = max([len(r.id) for r in rows] + [3])
+    for column in layout.columns:
+        table.add_column(
+            column,
+            no_wrap=True,
+            justify="right" if column in _RIGHT else "left",
+            min_width=id_width if column == "run" else None,
+        )
     for r in rows:
-        # Trainings progress by epoch; a visualization or report is one step, done or not.
-        total = r.epochs or 1
-        completed = min(r.epoch, total) if r.epochs else int(r.status in ("succeeded", "cached"))
-        bar = ProgressBar(
-            total=total,
-            completed=completed,
-            width=16,
-        )
-        table.add_row(
-            r.id,
-            r.kind,
-            r.label,
-            f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
-            bar,
-            f"{r.epoch}/{r.epochs}" if r.epochs else "",
-            f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "",
-            _duration(r.eta_seconds),
-            r.worker or "",
-            r.device or "",
-            str(r.attempts),
-        )
+        cells = _cells(r, layout, ascii_only)
+        table.add_row(*(cells[c] for c in layout.columns))
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    console = Console(width=10_000, color_system=None, file=io.StringIO())
+    return Measurement.get(console, console.options, table).maximum
+
+
+def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple[str, ...]) -> Text:
+    """``sweep S · profile P · 1 running, 2 queued``, and on a second line what a dropped column would
+    have repeated on every row (the one worker and device at work), so narrowing loses no fact."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    order = ("running", "queued", "succeeded", "cached", "failed", "cancelled")
+    parts = [f"sweep {sweep_id}"] + ([f"profile {profile}"] if profile else [])
+    parts.append(", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "no runs")
+    active = [r for r in rows if r.status == "running"] or [r for r in rows if r.worker]
+    workers = sorted({r.worker for r in active if r.worker})
+    devices = sorted({r.device for r in active if r.device})
+    facts = []
+    if "worker" not in shown and workers:
+        facts.append(f"worker {workers[0]}" if len(workers) == 1 else f"{len(workers)} workers")
+    if "device" not in shown and devices:
+        facts.append(devices[0] if len(devices) == 1 else f"{len(devices)} devices")
+    text = Text(" \u00b7 ".join(parts), style="bold")
+    if facts:
+        text.append("\non " + " \u00b7 ".join(facts), style="dim")
+    return text
+
+
+def render_table(
+    sweep_id: str,
+    rows: list[RunRow],
+    *,
+    width: int | None = None,
+    profile: str | None = None,
+    ascii_only: bool = False,
+) -> Group:
+    """Header line, table and the first line of each failure, fitted to ``width`` columns.
+
+    ``width=None``: no limit (a pipe or a log): every column, and error lines never cut or wrapped.
+    """
+    layout = _LAYOUTS[0]
+    table = _table(rows, layout, ascii_only)
+    if width is not None:
+        for layout in _LAYOUTS:
+            table = _table(rows, layout, ascii_only)
+            if _natural_width(table) <= width:
+                break
+    parts: list[Any] = [_header(sweep_id, rows, profile, layout.columns), table]
     for r in rows:
         if r.status == "failed" and r.error:
-            table.caption = (table.caption or "") + f"\n{r.id}: {r.error.splitlines()[0][:160]}"
-    return table
+            line = Text(f"{r.id}: {r.error.splitlines()[0]}", style="red")
+            if width is not None:
+                line.truncate(width, overflow="ellipsis")
+            parts.append(line)
+    return Group(*parts)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console whose output can be copied and grepped: when it is not a terminal (a pipe, a log) and
+    ``COLUMNS`` does not say otherwise, nothing is wrapped at 80 columns (paths, errors, ids stay whole)."""
+    from orchestrator.host import columns_given
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not columns_given():
+        console.width = UNLIMITED
+        console.soft_wrap = True  # print() inserts no line breaks either
+    return console
+
+
+UNLIMITED = 100_000  # "as wide as the content": tables are not expanded, so they keep their natural width
+
+
+def table_width(console: Console) -> int | None:
+    """The width to lay the status table out to; None when the console has no real width."""
+    return None if console.width >= UNLIMITED else console.width
+
+
+def sweep_profile(db: Database, sweep_id: str) -> str | None:
+    with db.session(readonly=True) as s:
+        return repo.get_sweep(s, sweep_id).profile
+
+
+def render_sweep(console: Console, sweep_id: str, rows: list[RunRow], profile: str | None) -> Group:
+    return render_table(
+        sweep_id, rows, width=table_width(console), profile=profile, ascii_only=console.options.ascii_only
+    )
 
 
 def watch(
@@ -205,11 +329,13 @@ def watch(
     rows = sweep_rows(db, sweep_id)
     if not console.is_terminal:
         return _watch_plain(db, sweep_id, console, interval, until, deadline, rows)
-    with Live(render_table(sweep_id, rows), console=console, refresh_per_second=4) as live:
+    profile = sweep_profile(db, sweep_id)
+    # Laid out again at every redraw, so a resized terminal gets a table that fits.
+    with Live(render_sweep(console, sweep_id, rows, profile), console=console, refresh_per_second=4) as live:
         while not until(rows) and (deadline is None or time.monotonic() < deadline):
             time.sleep(interval)
             rows = sweep_rows(db, sweep_id)
-            live.update(render_table(sweep_id, rows))
+            live.update(render_sweep(console, sweep_id, rows, profile))
     return rows
 
 

@@ -46,5 +46,17 @@ def live_workers(settings: Settings, db: Any) -> list[str]:
     return lines
 
 
+def live_worker_devices(settings: Settings, db: Any) -> list[str]:
+    """The device labels of the workers alive now ("CPU", "GPU 0", ...), one per worker.
+
+    Stricter than ``orchestrator workers``: a worker refreshes its row every maintenance pass, so one
+    silent for three passes is taken as gone (a worker killed with SIGKILL leaves its row behind).
+    """
+    from worker.maintenance import interval_for
+
+    with db.session(readonly=True) as s:
+        return [w.device for w in repo.live_workers(s, within_seconds=3 * interval_for(settings) + 2)]
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -319,7 +319,6 @@ _BACK_IN_QUEUE: dict[str, Any] = {
     "received_at": None,
     "received_by": None,
     "worker": None,
-    "device": None,
     "heartbeat_at": None,
 }
 _REFUND = case((Run.attempts > 0, Run.attempts - 1), else_=0)
@@ -382,7 +381,7 @@ def request_cancel(s: Session, run_id: str, *, lease_seconds: float) -> RunStatu
         queued = (
             update(Run)
             .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
-            .values(status=RunStatus.CANCELLED, finished_at=db_now(s), error="cancelled before it started")
+            .values(status=RunStatus.CANCELLED, finished_at=db_now(s), error="cancelled while queued")
         )
         if _cas(s, queued):
             return RunStatus.CANCELLED
@@ -600,23 +599,6 @@ def commit_checkpoint_files(
 
 def artifact_at(s: Session, run_id: str, path: str) -> Artifact | None:
     return s.scalars(select(Artifact).where(Artifact.run_id == run_id, Artifact.path == path)).first()
-
-
-def sweep_report_html(s: Session, sweep_id: str) -> str | None:
-    """The ``report.html`` that the sweep's report run recorded (relative to the artifacts root)."""
-    stmt = (
-        select(Artifact.path)
-        .join(Run, Run.id == Artifact.run_id)
-        .where(
-            Run.sweep_id == sweep_id,
-            Run.kind == RunKind.REPORT,
-            Artifact.kind == ArtifactKind.REPORT,
-            Artifact.path.like("%/report.html"),
-        )
-        .order_by(Artifact.created_at.desc())
-        .limit(1)
-    )
-    return s.scalars(stmt).first()
 
 
 def artifacts_of(s: Session, run_id: str) -> list[Artifact]:

@@ -61,8 +61,12 @@ def _convlab_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str
 
 def _worker_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     workers = {name: svc for name, svc in services.items() if name.startswith("worker")}
-    assert "worker" in workers
+    assert "worker" in workers and "worker-cpu" in workers
     return workers
+
+
+def _gpu_worker_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in _worker_services(services).items() if name != "worker-cpu"}
 
 
 def _gpu_devices(svc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -89,9 +93,9 @@ def test_workers_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
         assert "ports" not in svc, name
 
 
-def test_workers_reserve_one_distinct_gpu_each(services: dict[str, dict[str, Any]]) -> None:
+def test_gpu_workers_reserve_one_distinct_gpu_each(services: dict[str, dict[str, Any]]) -> None:
     seen: dict[str, str] = {}
-    for name, svc in _worker_services(services).items():
+    for name, svc in _gpu_worker_services(services).items():
         devices = _gpu_devices(svc)
         assert len(devices) == 1, f"{name}: expected one nvidia GPU reservation, got {devices}"
         device = devices[0]
@@ -120,11 +124,20 @@ def test_workers_stop_gracefully_and_wait_for_services(services: dict[str, dict[
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
 
 
-def test_extra_gpu_workers_are_opt_in(services: dict[str, dict[str, Any]]) -> None:
-    assert "profiles" not in services["worker"]
-    for name in _worker_services(services):
+def test_every_worker_is_chosen_by_a_profile(services: dict[str, dict[str, Any]]) -> None:
+    # A plain `up` must not request a GPU: on a machine without the NVIDIA runtime that fails.
+    assert services["worker"]["profiles"] == ["gpu", "multi-gpu"]
+    for name in _gpu_worker_services(services):
         if name != "worker":
             assert services[name].get("profiles") == ["multi-gpu"], name
+
+
+def test_the_cpu_worker_serves_a_machine_without_gpu(services: dict[str, dict[str, Any]]) -> None:
+    cpu = services["worker-cpu"]
+    assert cpu["profiles"] == ["cpu"]
+    assert cpu["command"] == ["worker"]
+    assert not _gpu_devices(cpu) and "deploy" not in cpu
+    assert cpu["stop_grace_period"] == services["worker"]["stop_grace_period"]
 
 
 def test_redis(services: dict[str, dict[str, Any]]) -> None:
@@ -150,7 +163,8 @@ def test_flower(services: dict[str, dict[str, Any]]) -> None:
     flower = services["flower"]
     assert flower["entrypoint"] == ["celery"]
     assert "flower" in flower["command"]
-    assert any(str(p).startswith("5555:5555") for p in flower["ports"])
+    # No password by default, so only this machine may connect; FLOWER_BIND opens it (docs/deploy.md).
+    assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1}:5555:5555"]
     assert _depends_on(flower)["redis"]["condition"] == "service_healthy"
 
 
@@ -187,7 +201,12 @@ def test_docker_compose_config_accepts_the_file() -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         _missing_tool("docker-compose is not on PATH: `docker-compose config -q` not run")
-    for profile_args in ([], ["--profile", "multi-gpu", "--profile", "cli"]):
+    for profile_args in (
+        [],
+        ["--profile", "cpu"],
+        ["--profile", "gpu"],
+        ["--profile", "multi-gpu", "--profile", "cli"],
+    ):
         result = subprocess.run(
             [binary, "-f", str(COMPOSE_FILE), *profile_args, "config", "-q"],
             cwd=ROOT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -43,7 +43,7 @@ def describe_device() -> str:
         return (
             f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
         )
-    return f"CPU {_cpu_name()} ({backend})"
+    return f"CPU {cpu_name()} ({backend})"
 
 
 def describe_environment() -> dict[str, str]:

@@ -128,10 +128,14 @@ def _checkpoint_of_dependency(ctx: RunContext) -> Path | None:
     return model_path_of(verified_checkpoint(ctx, source.id, source.checkpoint))
 
 
-def resolve_image(ctx: RunContext, image: str) -> str:
-    """Photos are copied into the artifact store at submit time, so every worker can read them."""
+def resolve_image(ctx: RunContext, image: str, sha256: str | None = None) -> str:
+    """Photos are copied into the artifact store at submit time, so every worker can read them; the
+    copy is checked against the sha256 recorded at submit (:class:`ArtifactError` naming it if not)."""
     if image.startswith(ARTIFACT_IMAGE_PREFIX):
-        return str(ctx.store.absolute(image[len(ARTIFACT_IMAGE_PREFIX) :]))
+        relpath = image[len(ARTIFACT_IMAGE_PREFIX) :]
+        if sha256:
+            ctx.store.verify(relpath, sha256)
+        return str(ctx.store.absolute(relpath))
     return image
 
 
@@ -144,7 +148,7 @@ def run_visualize(ctx: RunContext) -> None:
     checkpoint = _checkpoint_of_dependency(ctx) if spec.source == "checkpoint" else None
     if spec.source == "checkpoint" and checkpoint is None:
         raise ValueError("source=checkpoint but the run depends on no training run")
-    spec = replace(spec, image=resolve_image(ctx, spec.image))
+    spec = replace(spec, image=resolve_image(ctx, spec.image, spec.image_sha256))
     result = visualize(
         spec, checkpoint=checkpoint, weights_dir=ctx.settings.weights_dir, should_stop=ctx.should_stop
     )
@@ -177,8 +181,29 @@ def run_report(ctx: RunContext) -> None:
         ctx.register_file(relpath, kind)
 
 
+def publish_report(ctx: RunContext) -> None:
+    """Copy the report to ``sweeps/<sweep>/report/``, where users and the docs look for it.
+
+    Called only after the attempt's fenced finish succeeded: a superseded attempt can never finish, so
+    it can never publish an older snapshot over the winner's report.
+    """
+    from orchestrator.report.build import default_out_dir
+
+    spec = ReportSpec.from_dict(ctx.spec)
+    with ctx.db.session(readonly=True) as s:
+        files = [a.path for a in repo.artifacts_of(s, ctx.run_id)]
+    target = default_out_dir(ctx.store.root, spec.sweep_id)
+    for relpath in files:
+        name = relpath.rsplit("/", 1)[-1]
+        ctx.store.write_file(
+            target.relative_to(ctx.store.root).joinpath(name).as_posix(), ctx.store.absolute(relpath)
+        )
+
+
 RUNNERS: dict[RunKind, Callable[[RunContext], None]] = {
     RunKind.TRAIN: run_train,
     RunKind.VISUALIZE: run_visualize,
     RunKind.REPORT: run_report,
 }
+# What a run does once its success is recorded (never before: see publish_report).
+AFTER_SUCCESS: dict[RunKind, Callable[[RunContext], None]] = {RunKind.REPORT: publish_report}

@@ -126,10 +126,17 @@ class VisualizeSpec:
     input_size: int = 128
     steps: int = 50
     step_size: float = 10.0
+    # sha256 of a photo staged into the artifact store at submit time (``image`` = ``artifact:...``), so
+    # that the copy a worker reads can be checked against what was submitted.
+    image_sha256: str | None = None
 
     def validate(self) -> VisualizeSpec:
         if not isinstance(self.image, str) or not self.image:
             raise SpecError("image", "expected 'random', 'sine' or a path to an image file")
+        if self.image_sha256 is not None and (
+            len(self.image_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.image_sha256)
+        ):
+            raise SpecError("image_sha256", f"expected 64 lowercase hex digits, got {self.image_sha256!r}")
         _check_int("seed", self.seed, 0, 2**31 - 1)
         if not self.layers or not all(isinstance(x, str) and x for x in self.layers):
             raise SpecError("layers", "expected one or more layer names")
@@ -143,6 +150,8 @@ class VisualizeSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["layers"] = list(self.layers)
+        if self.image_sha256 is None:  # built-in images: the stored spec (and its identity) is unchanged
+            del data["image_sha256"]
         return data
 
     @classmethod

@@ -29,7 +29,7 @@ from worker.context import RunContext, StopReason
 from worker.dispatch import dispatch_ready, fail_blocked
 from worker.experiments.errors import StopRequested
 from worker.heartbeat import RunHeartbeat
-from worker.runners import RUNNERS
+from worker.runners import AFTER_SUCCESS, RUNNERS
 from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,10 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
                 ):
                     fail_blocked(s)
             return f"{run_id} failed"
-    return _conclude(task, db, ctx)
+    return _conclude(task, db, ctx, kind)
 
 
-def _conclude(task: Task, db: Database, ctx: RunContext) -> str:
+def _conclude(task: Task, db: Database, ctx: RunContext, kind: RunKind) -> str:
     run_id, reason, fence = ctx.run_id, ctx.stopped_because, ctx.fence
     with db.session() as s:
         if reason == StopReason.LOST:
@@ -178,6 +178,11 @@ def _conclude(task: Task, db: Database, ctx: RunContext) -> str:
             handed_back = repo.hand_back_run(s, run_id, fence=fence)
         elif not repo.finish_run(s, run_id, RunStatus.SUCCEEDED, fence=fence):
             return f"{run_id} was taken over by another attempt"
+    if reason is None and kind in AFTER_SUCCESS:
+        try:
+            AFTER_SUCCESS[kind](ctx)
+        except Exception:  # noqa: BLE001 - the run's own artifacts are complete and recorded
+            log.exception("run %s succeeded, but publishing its outputs failed", run_id)
     if reason == StopReason.SHUTDOWN:
         if handed_back:
             dispatch_ready(task.app, db, only=[run_id])

@@ -71,3 +71,15 @@ def test_a_changed_checkpoint_file_fails_naming_it(ctx: RunContext, name: str) -
 def test_an_unrecorded_checkpoint_is_refused(ctx: RunContext) -> None:
     with pytest.raises(ArtifactError, match="not recorded"):
         verified_checkpoint(ctx, ctx.run_id, "runs/elsewhere/state-e0001.json")
+
+
+def test_a_staged_photo_is_verified_against_its_submit_time_sha256(ctx: RunContext) -> None:
+    from worker.runners import resolve_image
+
+    stored = ctx.store.write_bytes("inputs/abc.jpg", b"photo")
+    assert resolve_image(ctx, "artifact:inputs/abc.jpg", stored.sha256) == str(
+        ctx.store.absolute("inputs/abc.jpg")
+    )
+    ctx.store.absolute("inputs/abc.jpg").write_bytes(b"another photo")
+    with pytest.raises(ArtifactError, match="inputs/abc.jpg.*corrupt"):
+        resolve_image(ctx, "artifact:inputs/abc.jpg", stored.sha256)

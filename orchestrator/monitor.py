@@ -45,6 +45,9 @@ class RunRow:
     attempts: int
     error: str | None
     reused_run_id: str | None
+    # How far into the epoch under way a running training is (0-1), and its images/s so far in it.
+    epoch_fraction: float | None = None
+    live_images_per_second: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         record = {
@@ -64,6 +67,9 @@ class RunRow:
         }
         if self.kind == "train":
             record["regime"] = self.label
+        if self.epoch_fraction is not None:
+            record["epoch_fraction"] = round(self.epoch_fraction, 4)
+            record["live_images_per_second"] = self.live_images_per_second
         return record
 
 
@@ -72,9 +78,16 @@ def _row(summary: Any, source: Any) -> RunRow:
     status = "cached" if summary.reused_run_id else str(summary.status)
     epochs = summary.total_epochs
     epoch = source.last_epoch
+    fraction, live_rate = _live_progress(source) if status == "running" else (None, None)
     eta = None
-    if status == "running" and source.seconds_per_epoch and epochs:
-        eta = source.seconds_per_epoch * max(0, epochs - epoch)
+    if status == "running" and epochs:
+        remaining = max(0.0, epochs - epoch - (fraction or 0.0))
+        if source.seconds_per_epoch:
+            eta = source.seconds_per_epoch * remaining
+        elif fraction and live_rate:  # the first epoch: from the rate so far (training part only)
+            progress = source.progress or {}
+            epoch_seconds = progress["of"] * (source.spec.get("batch_size") or 32) / live_rate
+            eta = epoch_seconds * remaining
     return RunRow(
         id=summary.id,
         kind=str(summary.kind),
@@ -89,7 +102,21 @@ def _row(summary: Any, source: Any) -> RunRow:
         attempts=summary.attempts,
         error=summary.error,
         reused_run_id=summary.reused_run_id,
+        epoch_fraction=fraction,
+        live_images_per_second=live_rate,
     )
+
+
+def _live_progress(source: Any) -> tuple[float | None, float | None]:
+    """(fraction of the epoch under way, images/s in it) from the progress the heartbeat carries; only
+    when it is about the epoch after the last recorded one (older progress is stale)."""
+    progress = source.progress or {}
+    try:
+        if int(progress["epoch"]) != source.last_epoch + 1 or int(progress["of"]) <= 0:
+            return None, None
+        return min(1.0, int(progress["batches"]) / int(progress["of"])), float(progress["images_per_second"])
+    except (KeyError, TypeError, ValueError):
+        return None, None
 
 
 def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
@@ -159,7 +186,7 @@ def _duration(seconds: float | None) -> str:
 SHORT_KIND = {"train": "train", "visualize": "vis", "report": "report"}
 
 
-def progress_bar(completed: int, total: int, width: int, *, ascii_only: bool = False) -> Text:
+def progress_bar(completed: float, total: int, width: int, *, ascii_only: bool = False) -> Text:
     """Done and to-do drawn with different characters, not only colours: a finished bar and an empty
     one look different in a 16-colour terminal, without colour, and in a log file."""
     filled = 0 if total <= 0 else round(width * min(completed, total) / total)
@@ -193,7 +220,14 @@ _RIGHT = {"epoch", "val acc", "ETA", "tries"}
 def _cells(r: RunRow, layout: _Layout, ascii_only: bool) -> dict[str, Any]:
     # Trainings progress by epoch; a visualization or report is one step, done or not.
     total = r.epochs or 1
-    completed = min(r.epoch, total) if r.epochs else int(r.status in ("succeeded", "cached"))
+    completed = (
+        min(r.epoch + (r.epoch_fraction or 0.0), total)
+        if r.epochs
+        else int(r.status in ("succeeded", "cached"))
+    )
+    epoch_text = f"{r.epoch}/{r.epochs}" if r.epochs else ""
+    if r.epoch_fraction is not None:  # inside an epoch: how far, and how fast
+        epoch_text += f" +{r.epoch_fraction:.0%}"
     return {
         "run": r.id,
         "kind": r.kind,
@@ -202,7 +236,7 @@ def _cells(r: RunRow, layout: _Layout, ascii_only: bool) -> dict[str, Any]:
         else (SHORT_KIND.get(r.kind, r.kind) if layout.merged_kind else r.label),
         "status": f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
         "progress": progress_bar(completed, total, layout.bar_width, ascii_only=ascii_only),
-        "epoch": f"{r.epoch}/{r.epochs}" if r.epochs else "",
+        "epoch": epoch_text,
         "val acc": f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "",
         "ETA": _duration(r.eta_seconds),
         "worker": r.worker or "",

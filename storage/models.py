@@ -155,6 +155,9 @@ class Run(Base):
     # The checkpoint the run's results stand on: the state file (relative to the artifacts root) of the
     # last epoch committed by the current attempt. The database, not a file, is the commit point.
     checkpoint: Mapped[str | None] = mapped_column(String(512), default=None)
+    # Live progress inside the current epoch, written with the heartbeat (no extra writes):
+    # {"epoch", "batches", "of", "images_per_second"}. Only meaningful while the run is running.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     total_epochs: Mapped[int] = mapped_column(Integer, default=0)
     last_epoch: Mapped[int] = mapped_column(Integer, default=0)

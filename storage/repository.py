@@ -250,6 +250,7 @@ def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_second
             fence=Run.fence + 1,
             received_at=None,
             received_by=None,
+            progress=None,
         )
     )
     if not _cas(s, stmt):
@@ -257,9 +258,13 @@ def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_second
     return _refresh_run(s, run_id)
 
 
-def heartbeat(s: Session, run_id: str, fence: int) -> bool:
-    """Prove attempt ``fence`` still runs ``run_id``; False when it lost the run (taken over, cancelled)."""
-    return _cas(s, update(Run).where(*_held(run_id, fence)).values(heartbeat_at=db_now(s)))
+def heartbeat(s: Session, run_id: str, fence: int, *, progress: dict[str, Any] | None = None) -> bool:
+    """Prove attempt ``fence`` still runs ``run_id`` (and, with ``progress``, say how far into its epoch
+    it is); False when it lost the run (taken over, cancelled)."""
+    values: dict[str, Any] = {"heartbeat_at": db_now(s)}
+    if progress is not None:
+        values["progress"] = progress
+    return _cas(s, update(Run).where(*_held(run_id, fence)).values(**values))
 
 
 def finish_run(
@@ -320,6 +325,7 @@ _BACK_IN_QUEUE: dict[str, Any] = {
     "received_by": None,
     "worker": None,
     "heartbeat_at": None,
+    "progress": None,
 }
 _REFUND = case((Run.attempts > 0, Run.attempts - 1), else_=0)
 
@@ -638,6 +644,7 @@ class RunSummary:
     spec: dict[str, Any]
     seed: int
     sweep_id: str | None = None
+    progress: dict[str, Any] | None = None
     traceback: str | None = None
     val_accuracy: float | None = None
     accuracy: float | None = None
@@ -713,6 +720,7 @@ def _summaries(s: Session, runs: list[Run]) -> list[RunSummary]:
                 seed=run.seed,
                 sweep_id=run.sweep_id,
                 traceback=run.traceback,
+                progress=run.progress,
                 **extra,
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from storage import repository as repo
 from storage.db import Database
@@ -27,6 +28,9 @@ class RunHeartbeat:
         self._stop = threading.Event()
         self.lost = threading.Event()
         self.cancelled = threading.Event()
+        # Set by the task as it works (one assignment: safe across threads); sent with the next beat.
+        self.progress: dict[str, Any] | None = None
+        self._sent_progress: dict[str, Any] | None = None
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
 
     def __enter__(self) -> RunHeartbeat:
@@ -39,10 +43,14 @@ class RunHeartbeat:
 
     def beat(self) -> None:
         """One fenced heartbeat; sets ``lost`` or ``cancelled`` as the database says."""
+        progress = self.progress
         with self._db.session() as s:
-            held = repo.heartbeat(s, self._run_id, self._fence)
+            held = repo.heartbeat(
+                s, self._run_id, self._fence, progress=progress if progress != self._sent_progress else None
+            )
             if held and repo.cancel_requested(s, self._run_id):
                 self.cancelled.set()
+        self._sent_progress = progress
         if not held:
             log.warning(
                 "run %s is no longer held by attempt %d; stopping without writing", self._run_id, self._fence

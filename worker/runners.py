@@ -67,6 +67,17 @@ def run_train(ctx: RunContext) -> None:
         while superseded:  # no longer the run's checkpoint: no one will read it again
             superseded.pop().unlink(missing_ok=True)
 
+    batches_per_epoch = -(-len(data.x_train) // spec.batch_size)
+
+    def on_progress(epoch: int, batches: int, images_per_second: float) -> None:
+        # Called on Keras's callback thread for every batch: one assignment, the heartbeat sends it.
+        ctx.heartbeat.progress = {
+            "epoch": epoch,
+            "batches": batches,
+            "of": batches_per_epoch,
+            "images_per_second": round(images_per_second, 1),
+        }
+
     result = train(
         spec,
         data,
@@ -75,6 +86,7 @@ def run_train(ctx: RunContext) -> None:
         resume_from=resume_from,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
+        on_progress=on_progress,
     )
     if result.stopped and result.epochs_completed < result.total_epochs:
         return

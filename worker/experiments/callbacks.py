@@ -1,7 +1,10 @@
-"""The one callback the engine adds to ``fit``: epoch timing and the end-of-epoch hand-off.
+"""The callbacks the engine adds to ``fit``: epoch timing and the end-of-epoch hand-off, and (when asked)
+a batch counter for live progress inside an epoch.
 
-It defines no batch hooks, so Keras never calls back into Python between batches (per-batch callbacks
-force a host sync per step and would cost throughput).
+A batch hook normally makes Keras call back synchronously after every step, which forces a host sync per
+step and costs throughput. :class:`BatchProgress` declares itself ``async_safe``: Keras then keeps
+dispatching batch callbacks on its background thread (as it does with no batch hooks at all), and the hook
+only stores three numbers, so the training loop never waits for it.
 """
 
 from __future__ import annotations
@@ -38,3 +41,29 @@ class EpochEnd(keras.callbacks.Callback):
         train_end = self._train_end if self._train_end is not None else end
         if self._handler(epoch, dict(logs or {}), end - self._start, train_end - self._start):
             self.model.stop_training = True
+
+
+# (1-based epoch, batches done in it, images per second so far in it) -> None; must be cheap.
+ProgressHandler = Callable[[int, int, float], None]
+
+
+class BatchProgress(keras.callbacks.Callback):
+    """Reports how many batches of the current epoch are done, for status displays."""
+
+    async_safe = True  # see the module docstring: keeps Keras's asynchronous batch-callback dispatch
+
+    def __init__(self, handler: ProgressHandler, batch_size: int) -> None:
+        super().__init__()
+        self._handler = handler
+        self._batch_size = batch_size
+        self._epoch = 0
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch + 1
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        elapsed = time.perf_counter() - self._start
+        done = batch + 1
+        self._handler(self._epoch, done, done * self._batch_size / elapsed if elapsed > 0 else 0.0)

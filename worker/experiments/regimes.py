@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from worker.experiments.callbacks import EpochEnd
+from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
     latest_state_file,
@@ -117,6 +117,7 @@ def train(
     resume_from: Path | None = None,
     on_epoch: Callable[[EpochRecord], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_progress: ProgressHandler | None = None,
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
@@ -124,7 +125,8 @@ def train(
     attempt), else from the newest checkpoint in ``checkpoint_dir``. After each epoch's checkpoint is
     saved, ``on_epoch`` is called; only when it returns are older checkpoints in ``checkpoint_dir``
     removed, so an exception from it (a worker whose commit was refused) leaves every file in place.
-    ``stopped`` is True only when ``should_stop`` ended the run before its last epoch.
+    ``stopped`` is True only when ``should_stop`` ended the run before its last epoch. ``on_progress``
+    (epoch, batches done, images/s) is told about every batch, from Keras's callback thread.
     """
     spec.validate()
     checkpoint_dir = Path(checkpoint_dir)
@@ -205,7 +207,8 @@ def train(
             epochs=phase.end,
             initial_epoch=done,
             validation_data=validation,
-            callbacks=[EpochEnd(end_epoch)],
+            callbacks=[EpochEnd(end_epoch)]
+            + ([BatchProgress(on_progress, spec.batch_size)] if on_progress else []),
             verbose=0,
         )
         if stopped:

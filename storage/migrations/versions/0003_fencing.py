@@ -1,4 +1,5 @@
 """Fencing: runs.fence (token), runs.checkpoint (the committed checkpoint), runs.received_at/by
+(message receipt), runs.progress (live progress inside an epoch)
 
 Revision ID: 0003
 Revises: 0002
@@ -24,9 +25,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("checkpoint", sa.String(length=512), nullable=True))
         batch.add_column(sa.Column("received_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("received_by", sa.String(length=255), nullable=True))
+        batch.add_column(sa.Column("progress", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        for column in ("received_by", "received_at", "checkpoint", "fence"):
+        for column in ("progress", "received_by", "received_at", "checkpoint", "fence"):
             batch.drop_column(column)

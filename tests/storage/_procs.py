@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from storage import repository as repo
 from storage.db import database_for_url
+from storage.models import Run
 
 
 def claim_race(url: str, run_ids: list[str], name: str, barrier: Any, results: Any) -> None:
@@ -16,7 +17,7 @@ def claim_race(url: str, run_ids: list[str], name: str, barrier: Any, results: A
     try:
         db = database_for_url(url, ensure_schema=False)
         with db.session() as s:  # warm the connection before racing
-            s.execute(select(repo.Run.id).limit(1))
+            s.execute(select(Run.id).limit(1))
         for run_id in run_ids:
             barrier.wait(timeout=60)
             with db.session() as s:

@@ -14,7 +14,7 @@ from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.config import load_settings
 from storage.db import get_database, reset_databases
-from storage.models import ArtifactKind, EpochMetric, RunKind, RunStatus
+from storage.models import ArtifactKind, EpochMetric, Run, RunKind, RunStatus
 
 EPOCH_VALUES = {"phase": "train", "accuracy": 0.5, "val_loss": 1.2, "val_accuracy": 0.4, "lr": 1e-4}
 
@@ -112,7 +112,7 @@ def test_epoch_rows_that_differ_from_the_checkpoint_are_found(home: Path) -> Non
 def test_a_checkpoint_behind_the_last_epoch_is_found(home: Path) -> None:
     train, _, _ = _finished_training(home)
     with get_database(load_settings()).session() as s:
-        s.execute(update(repo.Run).where(repo.Run.id == train).values(last_epoch=3, total_epochs=3))
+        s.execute(update(Run).where(Run.id == train).values(last_epoch=3, total_epochs=3))
     code, out = _check(train)
     assert code == 1 and "describes epoch 2, but the run's last epoch is 3" in out
 

@@ -1,0 +1,127 @@
+"""Runs and their messages: sent, received, lost; what the reaper scans for."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, exists, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.clock import db_ago, db_now
+from storage.errors import NotFound
+from storage.models import (
+    TERMINAL_STATUSES,
+    Run,
+    RunDependency,
+    RunKind,
+    RunStatus,
+    Worker,
+)
+from storage.repository._base import _cas, _stale
+
+
+def clear_enqueued(s: Session, run_id: str) -> None:
+    """Forget that a queued run was sent: it is sent again once it is ready (its message was consumed)."""
+    _cas(
+        s,
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(enqueued_at=None, received_at=None, received_by=None),
+    )
+
+
+def mark_enqueued(s: Session, run_id: str) -> None:
+    """Record that a task message for this run was sent (so the monitor does not send another)."""
+    if not _cas(
+        s,
+        update(Run).where(Run.id == run_id).values(enqueued_at=db_now(s), received_at=None, received_by=None),
+    ):
+        raise NotFound("run", run_id)
+
+
+def mark_received(s: Session, run_id: str, worker: str) -> bool:
+    """A worker took the run's message off the broker. If that worker dies before a task process claims
+    the run, the message is gone with it (the embedded broker deletes it once fetched; Redis hides it for
+    the visibility timeout): :func:`lost_messages` finds such runs so the reaper sends them again."""
+    return _cas(
+        s,
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(received_at=db_now(s), received_by=worker),
+    )
+
+
+def stale_runs(s: Session, *, lease_seconds: float) -> list[Run]:
+    """Running runs whose heartbeat is older than the lease: their worker is presumed dead."""
+    stmt = (
+        select(Run)
+        .where(Run.status == RunStatus.RUNNING, _stale(s, lease_seconds))
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def lost_messages(s: Session, *, lease_seconds: float) -> list[Run]:
+    """Queued runs whose message was taken by a worker that is no longer alive (no liveness row refreshed
+    within the lease) and was received at least a lease ago: that message will never be executed."""
+    alive = exists().where(
+        Worker.name == Run.received_by,
+        Worker.stopped_at.is_(None),
+        Worker.last_seen_at >= db_ago(s, lease_seconds),
+    )
+    stmt = (
+        select(Run)
+        .where(
+            Run.status == RunStatus.QUEUED,
+            Run.received_by.is_not(None),
+            Run.received_at < db_ago(s, lease_seconds),
+            ~alive,
+        )
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def forget_lost_message(s: Session, run_id: str, received_by: str) -> bool:
+    """Clear a lost message's marks (only if the same dead worker still holds them), so it is sent again."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED, Run.received_by == received_by)
+        .values(enqueued_at=None, received_at=None, received_by=None)
+    )
+    return _cas(s, stmt)
+
+
+def ready_unenqueued_runs(s: Session) -> list[Run]:
+    """Queued runs never sent to the broker whose dependencies have all succeeded."""
+    dep = aliased(Run)
+    # A report reports partial sweeps: it waits for its dependencies to end, not to succeed.
+    unmet = exists().where(
+        RunDependency.run_id == Run.id,
+        RunDependency.depends_on_id == dep.id,
+        case(
+            (Run.kind == RunKind.REPORT, dep.status.not_in(list(TERMINAL_STATUSES))),
+            else_=dep.status != RunStatus.SUCCEEDED,
+        ),
+    )
+    stmt = (
+        select(Run)
+        .where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), ~unmet)
+        .order_by(Run.created_at, Run.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def runs_blocked_by_failure(s: Session) -> list[tuple[Run, Run]]:
+    """(queued run, its failed or cancelled dependency) pairs: such runs can never start."""
+    dep = aliased(Run)
+    stmt = (
+        select(Run, dep)
+        .join(RunDependency, RunDependency.run_id == Run.id)
+        .join(dep, dep.id == RunDependency.depends_on_id)
+        .where(
+            Run.status == RunStatus.QUEUED,
+            Run.kind != RunKind.REPORT,
+            dep.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]),
+        )
+        .order_by(Run.created_at, Run.id, dep.id)
+    )
+    return [(row[0], row[1]) for row in s.execute(stmt)]

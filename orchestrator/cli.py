@@ -343,10 +343,9 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
                 value = detail.get(key)
                 click.echo(f"{key:>13}: {round(value, 4) if isinstance(value, float) else value}")
             if detail.get("epoch_fraction") is not None:  # inside an epoch: how far, how fast
-                click.echo(
-                    f"{'in epoch':>13}: {detail['epoch'] + 1}, {detail['epoch_fraction']:.0%} of its batches, "
-                    f"{detail['live_images_per_second']:.0f} images/s"
-                )
+                fraction, rate = detail["epoch_fraction"], detail["live_images_per_second"]
+                where = f"{detail['epoch'] + 1}, {fraction:.0%} of its batches"
+                click.echo(f"{'in epoch':>13}: {where}, {rate:.0f} images/s")
             for h in detail["history"]:
                 click.echo(
                     f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "

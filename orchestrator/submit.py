@@ -7,10 +7,7 @@ to go out after the commit is not lost: the run stays unsent and any worker's re
 
 from __future__ import annotations
 
-import hashlib
-import os
 import signal
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +22,7 @@ from orchestrator.monitor import make_console
 from orchestrator.plans import Plan, report_run
 from orchestrator.preflight import Work
 from storage import repository as repo
-from storage.artifacts import ArtifactStore, sha256_file
+from storage.artifacts import ArtifactStore
 from storage.config import Settings
 from storage.models import Run, RunKind, RunStatus
 from worker.specs import BUILTIN_IMAGES
@@ -57,34 +54,11 @@ def stage_image(store: ArtifactStore, path: Path) -> tuple[str, str]:
     """Copy the photo into the artifact store under its checksum, so every worker can read it and two
     submissions of the same photo share one identity (and can reuse each other's results).
 
-    Returns the spec reference (``artifact:inputs/...``) and the sha256 of the bytes staged. The copy is
-    hashed as it is written (so the name matches the content, even if the source changes meanwhile),
-    goes to a unique temporary name in the target folder (two submits at once never share one), is
-    fsynced, then renamed. A staged copy already there is kept only if its content still matches.
+    Returns the spec reference (``artifact:inputs/...``) and the sha256 of the bytes staged (recorded
+    in the spec, and verified by the worker before it reads the copy).
     """
-    folder = store.absolute("inputs")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".staging-", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        sha256 = digest.hexdigest()
-        relpath = f"inputs/{sha256[:16]}{path.suffix.lower() or '.img'}"
-        target = store.absolute(relpath)
-        if target.is_file() and sha256_file(target) == sha256:
-            tmp.unlink()
-        else:
-            os.replace(tmp, target)  # absent, or damaged: the verified copy takes its place
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return "artifact:" + relpath, sha256
+    stored = store.stage_input(path)
+    return "artifact:" + stored.path, stored.sha256
 
 
 @dataclass(frozen=True)
@@ -302,7 +276,7 @@ def follow_to_end(settings: Settings, db: Any, sweep_id: str, console: Any) -> N
     if local and not monitor.all_finished(rows):
         raise OrchestratorError(f"the local worker exited early; see {local.log_path}")
     failed = [r for r in rows if r.status in ("failed", "cancelled")]
-    report_dir = settings.artifacts_dir / "sweeps" / sweep_id / "report"
+    report_dir = settings.artifacts_dir / ArtifactStore.sweep_report_dir(sweep_id)
     if (report_dir / "report.html").exists():
         console.print(f"report: {report_dir / 'report.html'}", highlight=False)
     if failed:

@@ -96,9 +96,27 @@ class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
 
-    def run_dir(self, run_id: str) -> Path:
-        self.validate_name(run_id)
-        return self.root / run_id
+    # The layout of the store, owned here and nowhere else. Paths are relative to the root, with "/".
+
+    @staticmethod
+    def run_dir(run_id: str) -> str:
+        """Everything a run wrote."""
+        return f"runs/{run_id}"
+
+    @staticmethod
+    def attempt_dir(run_id: str, fence: int) -> str:
+        """What one attempt wrote: no other attempt of the run writes there (see ``runs.fence``)."""
+        return f"runs/{run_id}/attempt-{fence}"
+
+    @staticmethod
+    def sweep_report_dir(sweep_id: str) -> str:
+        """Where a sweep's report is published, for users (``orchestrator report`` writes it there too)."""
+        return f"sweeps/{sweep_id}/report"
+
+    @staticmethod
+    def input_path(sha256: str, suffix: str) -> str:
+        """A staged input (a photo), named by its content: identical photos share one file."""
+        return f"inputs/{sha256[:16]}{suffix.lower() or '.img'}"
 
     def validate_name(self, relpath: str) -> str:
         """Reject anything that could leave the root; return the normalised relative path."""
@@ -139,10 +157,34 @@ class ArtifactStore:
 
     def write_file(self, relpath: str, src: Path) -> StoredFile:
         target = self.absolute(relpath)
+        tmp, sha256, size = self._copy_in(src, target.parent, target.name)
+        self._commit(tmp, target)
+        return StoredFile(self.validate_name(relpath), sha256, size)
+
+    def stage_input(self, src: Path) -> StoredFile:
+        """Copy an input (a photo) in under a name made from its content (:meth:`input_path`).
+
+        The copy is hashed as it is written, so the name matches what was stored even if the source
+        changes meanwhile. A copy already there is kept only if its content still matches; a damaged
+        one is replaced.
+        """
+        folder = self.absolute("inputs")
+        tmp, sha256, size = self._copy_in(src, folder, "staging")
+        relpath = self.input_path(sha256, Path(src).suffix)
+        target = self.absolute(relpath)
+        if target.is_file() and sha256_file(target) == sha256:
+            tmp.unlink()
+        else:
+            self._commit(tmp, target)
+        return StoredFile(relpath, sha256, size)
+
+    @staticmethod
+    def _copy_in(src: Path, folder: Path, name: str) -> tuple[Path, str, int]:
+        """Copy ``src`` to a unique temporary file in ``folder`` (fsynced); its path, sha256 and size."""
         if not Path(src).is_file():
             raise ArtifactError(str(src), "source file does not exist")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
         digest = hashlib.sha256()
         size = 0
         try:
@@ -155,12 +197,19 @@ class ArtifactStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return Path(tmp), digest.hexdigest(), size
+
+    @staticmethod
+    def _commit(tmp: Path, target: Path) -> None:
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(target.parent)
-        return StoredFile(self.validate_name(relpath), digest.hexdigest(), size)
 
     def read_bytes(self, relpath: str, sha256: str) -> bytes:
         path = self.absolute(relpath)

@@ -47,13 +47,10 @@ class RunContext:
             self.stopped_because = StopReason.SHUTDOWN
         return self.stopped_because is not None
 
-    def run_dir(self) -> str:
-        return f"runs/{self.run_id}"
-
     def attempt_dir(self) -> str:
         """This attempt's own folder: no other attempt of the run ever writes there, so a paused attempt
         that wakes up after losing its run cannot clobber the files of the attempt that replaced it."""
-        return f"{self.run_dir()}/attempt-{self.fence}"
+        return self.store.attempt_dir(self.run_id, self.fence)
 
     def save_bytes(self, name: str, data: bytes, kind: ArtifactKind) -> str:
         """Write an artifact of this attempt atomically and record it (fenced) with its checksum."""

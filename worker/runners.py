@@ -136,7 +136,7 @@ def _checkpoint_of_dependency(ctx: RunContext) -> Path | None:
     if source is None:
         return None
     if not source.checkpoint:
-        raise ArtifactError(f"runs/{source.id}", f"training {source.id} recorded no checkpoint")
+        raise ArtifactError(ctx.store.run_dir(source.id), f"training {source.id} recorded no checkpoint")
     return model_path_of(verified_checkpoint(ctx, source.id, source.checkpoint))
 
 

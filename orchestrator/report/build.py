@@ -20,6 +20,7 @@ from orchestrator.report.figures import FigureSpec, all_figures, save
 from orchestrator.report.html import render_html
 from orchestrator.report.markdown import render_markdown
 from orchestrator.report.tables import results_table
+from storage.artifacts import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ReportResult:
 
 
 def default_out_dir(artifacts_root: Path, sweep_id: str) -> Path:
-    return artifacts_root / "sweeps" / sweep_id / "report"
+    return ArtifactStore(artifacts_root).absolute(ArtifactStore.sweep_report_dir(sweep_id))
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -21,7 +21,8 @@ def test_write_and_read_back(store: ArtifactStore, tmp_path: Path) -> None:
     assert stored.path == "r-1/weights.bin" and stored.size == 3
     assert store.read_bytes("r-1/weights.bin", stored.sha256) == b"abc"
     assert sha256_file(store.absolute("r-1/weights.bin")) == stored.sha256
-    assert store.run_dir("r-1") == store.absolute("r-1")
+    assert store.absolute(store.run_dir("r-1")) == store.root / "runs" / "r-1"
+    assert store.attempt_dir("r-1", 3) == "runs/r-1/attempt-3"
     again = store.write_bytes("r-1/weights.bin", b"abcd")  # replaces atomically
     assert store.read_bytes("r-1/weights.bin", again.sha256) == b"abcd"
     src = tmp_path / "src.png"

@@ -29,11 +29,12 @@ def clear_enqueued(s: Session, run_id: str) -> None:
 
 
 def mark_enqueued(s: Session, run_id: str) -> None:
-    """Record that a task message for this run was sent (so the monitor does not send another)."""
-    if not _cas(
-        s,
-        update(Run).where(Run.id == run_id).values(enqueued_at=db_now(s), received_at=None, received_by=None),
-    ):
+    """Record that a task message for this run was sent (so the monitor does not send another).
+
+    The message goes out before this is recorded, so a worker may already have marked it received:
+    that mark stays (clearing it here would hide a message that dies with that worker).
+    """
+    if not _cas(s, update(Run).where(Run.id == run_id).values(enqueued_at=db_now(s))):
         raise NotFound("run", run_id)
 
 

@@ -329,3 +329,15 @@ def test_a_message_taken_by_a_dead_worker_is_found_after_the_lease(db: Database)
         assert [r.id for r in repo.ready_unenqueued_runs(s)] == [lost]  # the reaper sends it again
     run = _claim(db, held)
     assert run is not None and (run.received_by, run.received_at) == (None, None)
+
+
+def test_a_receipt_recorded_before_the_sender_marks_the_message_sent_is_kept(db: Database) -> None:
+    """The sender records `enqueued_at` after the message went out; a fast worker may have taken it and
+    recorded its receipt first. That receipt must survive, or a message lost with that worker is missed."""
+    with db.session() as s:
+        run_id = make_run(s).id
+        assert repo.mark_received(s, run_id, "fast-worker")
+        repo.mark_enqueued(s, run_id)
+    with db.session() as s:
+        run = repo.get_run(s, run_id)
+        assert run.received_by == "fast-worker" and run.enqueued_at is not None

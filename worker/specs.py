@@ -21,6 +21,12 @@ Regime = Literal["scratch", "imagenet", "finetune"]
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 WEIGHTS = ("none", "imagenet")
 BUILTIN_IMAGES = ("random", "sine")  # anything else is a path to a photo
+# What the built-in starting images are, in the words of captions (made in worker.experiments.images).
+BUILTIN_IMAGE_TEXT = {
+    # The seed's Fig. 3: "random values in the three RGB channels".
+    "random": "uniform random values 0-255 in each RGB channel",
+    "sine": "sinusoids in the RGB channels (red along x, green along y, blue along the diagonal)",
+}
 # The last conv layers of Keras's MobileNet v1 (antepenultimate and last conv layer of the base).
 DEFAULT_LAYERS = ("conv_pw_12", "conv_pw_13")
 # Where a visualization takes its network from.

@@ -9,10 +9,9 @@ import numpy as np
 from worker.experiments.errors import ImageError
 
 # The seed's Fig. 3 is "an image with random values in the three RGB channels": every pixel of every
-# channel uniform over the whole 0..255 range. (Chollet's keras.io example starts from faint noise around
-# gray, 128 +- 16 here, which looks like a flat gray square: not what the seed shows.)
-RANDOM_DESCRIPTION = "uniform random values 0-255 in each RGB channel"
-SINE_DESCRIPTION = "sinusoids in the RGB channels (red along x, green along y, blue along the diagonal)"
+# channel uniform over the whole 0..255 range (worker.specs.BUILTIN_IMAGE_TEXT says so in captions).
+# Chollet's keras.io example starts from faint noise around gray instead, which looks like a flat gray
+# square: not what the seed shows.
 _SINE_PERIODS = 4  # full periods across the image
 
 

@@ -57,7 +57,8 @@ def trained_model(run: RunInfo) -> str:
     epochs = run.total_epochs or spec.get("epochs")
     return (
         f"the model trained by run {run.id} ({REGIME_NAMES.get(regime, regime)}, alpha "
-        f"{_number(spec.get('alpha', 0))}, {size}×{size} inputs, {epochs} epochs, seed {run.seed})"
+        f"{_number(spec.get('alpha', 0))}, {size}×{size} inputs, {epochs} epoch{'' if epochs == 1 else 's'}, "
+        f"seed {run.seed})"
     )
 
 

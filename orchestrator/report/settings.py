@@ -268,6 +268,8 @@ def _visualization(data: ReportData, origins: _Origins) -> tuple[Setting, ...]:
             source, overridden = origins.source(raw, keys) if keys else ("run spec", False)
             if name == "Start image":
                 source = "--image (default: the shipped dog.jpg)" if v.image_kind == "photo" else "plan"
+            elif name == "Network visualized":
+                source = "plan (the training it depends on)" if v.model is not None else "--source"
             table.setdefault(name, []).append((v.image_kind, text, source, overridden))
     return tuple(_grouped(name, cells) for name, cells in table.items())
 
@@ -304,7 +306,7 @@ def _environment(data: ReportData) -> tuple[Setting, ...]:
     )
     return (
         Setting("Framework", _recorded(runs, _framework), "recorded by the worker"),
-        Setting("Precision", precision, "worker"),
+        Setting("Precision", precision, "engine" if precision.startswith("not recorded") else "worker"),
         Setting("Device", device_text, "recorded by the worker"),
         Setting("Python", _recorded(runs, lambda r: r.environment.get("python")), "recorded by the worker"),
         Setting("Code", data.sweep.code_version or NOT_RECORDED, "submit (hash of the installed source)"),

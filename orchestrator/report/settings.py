@@ -309,8 +309,22 @@ def _environment(data: ReportData) -> tuple[Setting, ...]:
         Setting("Precision", precision, "engine" if precision.startswith("not recorded") else "worker"),
         Setting("Device", device_text, "recorded by the worker"),
         Setting("Python", _recorded(runs, lambda r: r.environment.get("python")), "recorded by the worker"),
-        Setting("Code", data.sweep.code_version or NOT_RECORDED, "submit (hash of the installed source)"),
+        _code(data, runs),
     )
+
+
+def _code(data: ReportData, runs: list[RunInfo]) -> Setting:
+    """The code submit hashed; and the workers' own, where they record it (``environment["code"]``) and
+    it differs: a worker elsewhere may run other code than the submitting machine."""
+    submitted = data.sweep.code_version or NOT_RECORDED
+    ran = [
+        c for c in dict.fromkeys(str(r.environment.get("code") or "") for r in runs) if c and c != submitted
+    ]
+    if ran:
+        return Setting(
+            "Code", f"{submitted}; the workers ran {', '.join(ran)}", "submit; recorded by the worker"
+        )
+    return Setting("Code", submitted, "submit (hash of the installed source)")
 
 
 def settings_table(data: ReportData) -> SettingsTable:

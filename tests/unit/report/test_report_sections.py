@@ -89,7 +89,7 @@ def test_settings_table_lists_every_effective_value_and_marks_overrides(
     assert f"trained by run {model.id}" in rows["Network visualized"].value
     assert "float32" in rows["Precision"].value and "not recorded" in rows["Precision"].value
     assert rows["Device"].value.startswith("cpu:0")
-    assert rows["Code"].value == "git:abc1234"
+    assert rows["Code"].value == "git:abc1234"  # no worker recorded other code
     # The override is marked, with the profile's own value; what the profile gave is not.
     epochs = rows["Epochs"]
     assert epochs.overridden and "--set epochs=4 (profile quick: 6)" in epochs.source
@@ -280,3 +280,15 @@ def test_report_of_a_quick_sweep_has_settings_before_results(
     complete_sweep(make_sweep(profile=profile), epochs=6)
     md = _build(db, artifacts_root).markdown.read_text()
     assert md.index("## Settings") < md.index("## Exercise 3") < md.index("### Results")
+
+
+def test_code_a_worker_recorded_is_shown_when_it_differs_from_the_submitted_code(
+    make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
+) -> None:
+    b = make_sweep()
+    run = b.train("scratch", 0, epochs=3)
+    run.environment = {"code": "0.1.0+src.0123456789ab"}
+    b.session.commit()
+    with db() as session:
+        rows = {r.name: r for r in settings_table(load_report_data(session, artifacts_root)).rows}
+    assert rows["Code"].value == "git:abc1234; the workers ran 0.1.0+src.0123456789ab"

@@ -185,7 +185,7 @@ def _common_submit_options(fn: F) -> F:
     "--image",
     type=click.Path(path_type=Path),
     default=None,
-    help="The natural photo to visualize (default: matplotlib's grace_hopper.jpg).",
+    help="The natural photo to visualize (default: a dog, as in the seed's Fig. 7; shipped with convlab).",
 )
 @pass_cli
 @handle_errors
@@ -209,6 +209,42 @@ def submit_all(
     plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
     others = flow.alternative_plans(
         profile, lambda other: plan_all(other, seeds=seeds, base_seed=base_seed, photo=str(photo))
+    )
+    flow.submit_plan(
+        cli.settings,
+        cli.db,
+        plan,
+        profile=profile,
+        overrides=overrides,
+        force=force,
+        wait=wait,
+        alternatives=others,
+    )
+
+
+@submit.command("explain")
+@_common_submit_options
+@click.option("--seeds", default=1, show_default=True, type=int, help="Repetitions of each training.")
+@pass_cli
+@handle_errors
+def submit_explain(
+    cli: CliContext,
+    profile: str,
+    assignments: tuple[str, ...],
+    base_seed: int,
+    force: bool,
+    wait: bool | None,
+    seeds: int,
+) -> None:
+    """Beyond the seed: its three regimes beside controlled changes that answer its open questions
+    (BatchNorm frozen when fine-tuning; inputs upscaled to explain_input_size; augmentation), and a report."""
+    from orchestrator import submit as flow
+    from orchestrator.plans import plan_explain
+
+    values, overrides = flow.profile_values(profile, assignments)
+    plan = plan_explain(values, seeds=seeds, base_seed=base_seed)
+    others = flow.alternative_plans(
+        profile, lambda other: plan_explain(other, seeds=seeds, base_seed=base_seed)
     )
     flow.submit_plan(
         cli.settings,

@@ -2,11 +2,14 @@
 
 The ``all`` plan is the seed's whole lab report: three trainings (x seeds), three visualizations that use
 the ``imagenet`` regime's trained model, and one report that waits for everything else.
+
+The ``explain`` plan answers the seed's two open questions with controlled runs beside its three regimes,
+on the same data, seeds and epochs (see :data:`EXPLAIN_VARIANTS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from storage.models import RunKind
@@ -15,6 +18,32 @@ from worker.specs import REGIMES, ReportSpec, SpecError, TrainSpec, VisualizeSpe
 
 # The training whose model the visualizations look at, as in the seed's Exercise 4.
 VISUALIZED_REGIME = "imagenet"
+MAX_INPUT_SIZE = 512  # TrainSpec's limit
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainSpec))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One controlled change (or combination) beside the seed's regimes, named by its run label."""
+
+    label: str
+    regime: str
+    tune_bn: str = "batch"
+    upscale: bool = False  # inputs resized to the profile's explain_input_size
+    augment: bool = False
+
+
+# Each changes one thing against the seed's run of the same regime, except the two combinations.
+EXPLAIN_VARIANTS = (
+    # Why does fine-tuning not beat ImageNet init? BatchNorm kept frozen once the base is unfrozen.
+    Variant("finetune+bn-frozen", "finetune", tune_bn="frozen"),
+    # Why is ImageNet init only ~78 %? Inputs at a size the weights were made for; augmentation.
+    Variant("imagenet+upscaled", "imagenet", upscale=True),
+    Variant("imagenet+augment", "imagenet", augment=True),
+    # The combinations: the report names the best run of the sweep.
+    Variant("imagenet+upscaled+augment", "imagenet", upscale=True, augment=True),
+    Variant("finetune+bn-frozen+upscaled+augment", "finetune", tune_bn="frozen", upscale=True, augment=True),
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +71,10 @@ class Plan:
 
 
 def train_spec(profile: Profile, regime: str, seed: int) -> TrainSpec:
-    keys = {k: v for k, v in profile.items() if not k.startswith("vis_")}
+    keys = {k: v for k, v in profile.items() if k in _TRAIN_FIELDS}
+    if regime != "finetune":
+        # BatchNorm "after unfreezing" means nothing without a frozen phase: keep such runs' identity.
+        keys["tune_bn"] = "batch"
     return TrainSpec(regime=regime, seed=seed, **keys).validate()
 
 
@@ -59,12 +91,13 @@ def visualize_spec(profile: Profile, image: str, seed: int, source: str = "check
     ).validate()
 
 
-def _train_run(profile: Profile, regime: str, seed: int) -> PlannedRun:
+def _train_run(profile: Profile, regime: str, seed: int, label: str | None = None) -> PlannedRun:
     spec = train_spec(profile, regime, seed)
+    label = label or regime
     return PlannedRun(
-        key=f"train/{regime}/s{seed}",
+        key=f"train/{label}/s{seed}",
         kind=RunKind.TRAIN,
-        label=regime,
+        label=label,
         spec=spec.to_dict(),
         seed=seed,
         total_epochs=spec.total_epochs,
@@ -91,8 +124,7 @@ def _visualize_run(
 
 
 def plan_all(profile: Profile, *, seeds: int, base_seed: int, photo: str) -> Plan:
-    if seeds < 1 or seeds > 100:
-        raise SpecError("--seeds", f"must be between 1 and 100, got {seeds}")
+    _check_seeds(seeds)
     runs = [_train_run(profile, regime, base_seed + i) for regime in REGIMES for i in range(seeds)]
     model_key = f"train/{VISUALIZED_REGIME}/s{base_seed}"
     runs += [
@@ -102,11 +134,43 @@ def plan_all(profile: Profile, *, seeds: int, base_seed: int, photo: str) -> Pla
     return Plan(name="all", runs=tuple(runs))
 
 
+def _check_seeds(seeds: int) -> None:
+    if seeds < 1 or seeds > 100:
+        raise SpecError("--seeds", f"must be between 1 and 100, got {seeds}")
+
+
+def plan_explain(profile: Profile, *, seeds: int, base_seed: int) -> Plan:
+    """The seed's three regimes and :data:`EXPLAIN_VARIANTS`, each x seeds, and a report.
+
+    Every variant takes all other values from the profile (data, seeds, epochs, learning rates), so a
+    difference in accuracy is the change's alone. The seed's three runs have the same specs as in ``all``:
+    an ``all`` sweep of the same profile and code already ran them, and they are reused.
+    """
+    _check_seeds(seeds)
+    size = profile["explain_input_size"]
+    if not profile["input_size"] < size <= MAX_INPUT_SIZE:
+        raise SpecError(
+            "explain_input_size",
+            f"must be larger than input_size ({profile['input_size']}) and at most {MAX_INPUT_SIZE}, "
+            f"got {size}",
+        )
+    runs = [_train_run(profile, regime, base_seed + i) for regime in REGIMES for i in range(seeds)]
+    for variant in EXPLAIN_VARIANTS:
+        values = dict(profile)  # a variant only adds its changes to what the profile (and --set) says
+        if variant.tune_bn != "batch":
+            values["tune_bn"] = variant.tune_bn
+        if variant.augment:
+            values["augment"] = True
+        if variant.upscale:
+            values["input_size"] = profile["explain_input_size"]
+        runs += [_train_run(values, variant.regime, base_seed + i, variant.label) for i in range(seeds)]
+    return Plan(name="explain", runs=tuple(runs))
+
+
 def plan_train(profile: Profile, *, regime: str, seeds: int, base_seed: int) -> Plan:
     if regime not in REGIMES:
         raise SpecError("--regime", f"must be one of {', '.join(REGIMES)}; got {regime!r}")
-    if seeds < 1 or seeds > 100:
-        raise SpecError("--seeds", f"must be between 1 and 100, got {seeds}")
+    _check_seeds(seeds)
     return Plan(
         name="train",
         runs=tuple(_train_run(profile, regime, base_seed + i) for i in range(seeds)),

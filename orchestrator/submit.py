@@ -30,11 +30,13 @@ from worker.specs import BUILTIN_IMAGES
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def default_photo() -> Path:
-    """A real photo that ships with matplotlib, so `submit all` needs no argument at all."""
-    import matplotlib
+# The seed's Fig. 7 is a dog: a public-domain dog photo ships with the package (see assets/README.md).
+DEFAULT_PHOTO = Path(__file__).resolve().parent / "assets" / "dog.jpg"
 
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+def default_photo() -> Path:
+    """The photo `submit all` visualizes without --image, so it needs no argument at all."""
+    return DEFAULT_PHOTO
 
 
 def check_image(path: Path) -> None:
@@ -75,9 +77,12 @@ def create_sweep(
     profile_name: str,
     overrides: dict[str, str],
     code_version: str,
+    code_identity: str,
     force: bool,
     max_attempts: int,
 ) -> Submitted:
+    """Write the sweep and its runs. ``code_version`` is the text the sweep records; ``code_identity``
+    (the source hash) goes into every run's identity, so results of other code are never reused."""
     sweep = repo.create_sweep(
         s, plan=plan.name, profile=profile_name, overrides=overrides, code_version=code_version
     )
@@ -88,7 +93,7 @@ def create_sweep(
     if plan.report:
         runs.append(report_run(sweep.id, tuple(r.key for r in plan.runs)))
     for planned in runs:
-        identity = planned.identity(code_version, tuple(hashes[k] for k in planned.depends_on))
+        identity = planned.identity(code_identity, tuple(hashes[k] for k in planned.depends_on))
         hashes[planned.key] = identity
         earlier: Run | None = None
         if planned.cacheable and not force:
@@ -122,7 +127,8 @@ def profile_values(profile: str, assignments: tuple[str, ...]) -> tuple[dict[str
 
 def _stage_photos(store: ArtifactStore, plan: Plan) -> Plan:
     """Replace every photo path in visualization specs by its staged copy in the artifact store, and
-    record the copy's sha256 in the spec."""
+    record the copy's sha256 (part of the run's identity) and the file's name (for captions only) in the
+    spec."""
     staged: dict[str, tuple[str, str]] = {}
     runs = []
     for run in plan.runs:
@@ -135,18 +141,19 @@ def _stage_photos(store: ArtifactStore, plan: Plan) -> Plan:
             if image not in staged:
                 staged[image] = stage_image(store, Path(image))
             reference, sha256 = staged[image]
-            run = replace(run, spec=dict(run.spec, image=reference, image_sha256=sha256))
+            spec = dict(run.spec, image=reference, image_sha256=sha256, image_name=Path(image).name)
+            run = replace(run, spec=spec)
         runs.append(run)
     return replace(plan, runs=tuple(runs))
 
 
-def runs_to_execute(s: Session, plan: Plan, *, code_version: str, force: bool) -> list[Work]:
+def runs_to_execute(s: Session, plan: Plan, *, code_identity: str, force: bool) -> list[Work]:
     """The planned runs that will really execute: not satisfied by an identical earlier run, as
     :func:`create_sweep` will decide (the sweep's report, made later, is not among them)."""
     hashes: dict[str, str] = {}
     work: list[Work] = []
     for planned in plan.runs:
-        identity = planned.identity(code_version, tuple(hashes[k] for k in planned.depends_on))
+        identity = planned.identity(code_identity, tuple(hashes[k] for k in planned.depends_on))
         hashes[planned.key] = identity
         if force or not planned.cacheable or repo.find_succeeded_by_hash(s, identity) is None:
             work.append((planned.kind, planned.spec, planned.label))
@@ -173,15 +180,15 @@ def submit_plan(
 ) -> Submitted:
     """Check services and inputs, write the sweep, send what is ready, and (optionally) follow it."""
     from orchestrator.services import check_broker
-    from storage.version import code_version
+    from storage.version import code_identity, code_version
     from worker.dispatch import dispatch_ready
 
     console = make_console()
     db = open_db()  # exit 1 with the URL if the database is unreachable; nothing written yet
     app = check_broker(settings)  # likewise for the broker
-    version = code_version()
+    version, identity = code_version(), code_identity()
     with db.session(readonly=True) as s:
-        work = runs_to_execute(s, plan, code_version=version, force=force)
+        work = runs_to_execute(s, plan, code_identity=identity, force=force)
     if settings.embedded_broker:
         # The local worker reads this process's settings: what fails for it would fail in the task.
         preflight.check_local_run(settings, work)
@@ -194,6 +201,7 @@ def submit_plan(
             profile_name=profile,
             overrides=overrides,
             code_version=version,
+            code_identity=identity,
             force=force,
             max_attempts=settings.max_attempts,
         )

@@ -2,7 +2,8 @@
 
 Every key can be overridden with ``--set key=value``. Keys without the ``vis_`` prefix are
 :class:`~worker.specs.TrainSpec` fields; ``vis_*`` keys are :class:`~worker.specs.VisualizeSpec` fields
-(``alpha`` serves both: a visualization looks at the network that was trained).
+(``alpha`` serves both: a visualization looks at the network that was trained). ``explain_*`` keys are
+read by the ``explain`` plan only (see ``orchestrator.plans.plan_explain``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 from worker.specs import DEFAULT_LAYERS, SpecError
 
 Profile = dict[str, Any]
+
+# The seed's way for the two knobs that go beyond it: BatchNorm trains once the base is unfrozen, and no
+# augmentation. ``explain_input_size``: the size the ``explain`` plan upscales CIFAR-10's 32x32 images to
+# (the ImageNet weights were made at 128-224; at 32 the base's last feature map is 1x1).
+_SEED_KNOBS: Profile = {"tune_bn": "batch", "augment": False}
 
 PROFILES: dict[str, Profile] = {
     # The seed exactly. It gives no batch size: 32 is Keras's fit() default, which the seed most likely used.
@@ -31,6 +37,8 @@ PROFILES: dict[str, Profile] = {
         "vis_steps": 50,
         "vis_step_size": 10.0,
         "vis_layers": DEFAULT_LAYERS,
+        **_SEED_KNOBS,
+        "explain_input_size": 128,
     },
     # Minutes on a 2-core CPU: alpha 0.25 and a class-balanced 10,000/2,000 subset.
     "quick": {
@@ -48,6 +56,8 @@ PROFILES: dict[str, Profile] = {
         "vis_steps": 50,
         "vis_step_size": 10.0,
         "vis_layers": DEFAULT_LAYERS,
+        **_SEED_KNOBS,
+        "explain_input_size": 128,
     },
     # Tests and CI: alpha 0.25 (whose ImageNet weights are available offline), a few hundred images.
     "smoke": {
@@ -65,10 +75,13 @@ PROFILES: dict[str, Profile] = {
         "vis_steps": 3,
         "vis_step_size": 10.0,
         "vis_layers": DEFAULT_LAYERS,
+        **_SEED_KNOBS,
+        "explain_input_size": 48,
     },
 }
 
 _OPTIONAL_INT = {"train_limit", "val_limit"}
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
@@ -77,6 +90,10 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         if raw.lower() in ("none", "all", ""):
             return None
         current = 0
+    if isinstance(current, bool):  # before int: a bool is an int to isinstance
+        if raw.lower() in _TRUE + _FALSE:
+            return raw.lower() in _TRUE
+        raise SpecError(key, f"expected true or false, got {raw!r}")
     try:
         if isinstance(current, tuple):
             names = tuple(part.strip() for part in raw.split(",") if part.strip())

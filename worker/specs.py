@@ -21,10 +21,23 @@ Regime = Literal["scratch", "imagenet", "finetune"]
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 WEIGHTS = ("none", "imagenet")
 BUILTIN_IMAGES = ("random", "sine")  # anything else is a path to a photo
+# What the built-in starting images are, in the words of captions (made in worker.experiments.images).
+BUILTIN_IMAGE_TEXT = {
+    # The seed's Fig. 3: "random values in the three RGB channels".
+    "random": "uniform random values 0-255 in each RGB channel",
+    "sine": "sinusoids in the RGB channels (red along x, green along y, blue along the diagonal)",
+}
 # The last conv layers of Keras's MobileNet v1 (antepenultimate and last conv layer of the base).
 DEFAULT_LAYERS = ("conv_pw_12", "conv_pw_13")
 # Where a visualization takes its network from.
 VIS_SOURCES = ("checkpoint", "imagenet", "none")
+# BatchNorm once fine-tuning unfreezes the base: ``batch`` trains it (batch statistics, moving averages
+# updated: the seed's plain Keras code), ``frozen`` keeps it in inference mode with its ImageNet statistics,
+# scale and offset (Keras's transfer-learning guides).
+TUNE_BN = ("batch", "frozen")
+# Spec fields that describe an input for people (a photo's original file name) but do not change what a
+# run computes: left out of the run identity, so the same photo under two names is one run.
+INFORMATIONAL_FIELDS = ("image_name",)
 
 
 class SpecError(ValueError):
@@ -61,6 +74,11 @@ class TrainSpec:
 
     ``scratch`` and ``imagenet`` train ``epochs`` epochs at ``lr``; ``finetune`` trains the head alone for
     ``head_epochs`` at ``lr``, then the whole network for ``tune_epochs`` at ``tune_lr``.
+
+    ``tune_bn`` and ``augment`` go beyond the seed (the ``explain`` plan): BatchNorm after unfreezing (see
+    ``TUNE_BN``) and pad-crop + horizontal-flip augmentation. At their defaults (the seed's way) they are
+    left out of ``to_dict``, so the stored spec, its identity and checkpoints of the seed's runs are the
+    same as before these fields existed.
     """
 
     regime: str
@@ -75,6 +93,8 @@ class TrainSpec:
     head_epochs: int = 20
     tune_epochs: int = 40
     tune_lr: float = 1e-5
+    tune_bn: str = "batch"
+    augment: bool = False
 
     @property
     def weights(self) -> str:
@@ -99,10 +119,17 @@ class TrainSpec:
         _check_int("tune_epochs", self.tune_epochs, 1, 10_000)
         _check_float("lr", self.lr, 0.0, 10.0)
         _check_float("tune_lr", self.tune_lr, 0.0, 10.0)
+        _check_choice("tune_bn", self.tune_bn, TUNE_BN)
+        if not isinstance(self.augment, bool):
+            raise SpecError("augment", f"expected true or false, got {self.augment!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name, default in (("tune_bn", "batch"), ("augment", False)):
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
@@ -129,6 +156,8 @@ class VisualizeSpec:
     # sha256 of a photo staged into the artifact store at submit time (``image`` = ``artifact:...``), so
     # that the copy a worker reads can be checked against what was submitted.
     image_sha256: str | None = None
+    # The photo's file name as the user gave it (the staged copy is named by its checksum), for captions.
+    image_name: str | None = None
 
     def validate(self) -> VisualizeSpec:
         if not isinstance(self.image, str) or not self.image:
@@ -150,8 +179,9 @@ class VisualizeSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["layers"] = list(self.layers)
-        if self.image_sha256 is None:  # built-in images: the stored spec (and its identity) is unchanged
-            del data["image_sha256"]
+        for name in ("image_sha256", "image_name"):
+            if data[name] is None:  # built-in images: the stored spec (and its identity) is unchanged
+                del data[name]
         return data
 
     @classmethod
@@ -186,6 +216,11 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def spec_hash(kind: str, spec: dict[str, Any], code_version: str) -> str:
-    """Identity of a unit of work: same kind, normalized spec and code version -> same hash."""
+    """Identity of a unit of work: same kind, normalized spec and code version -> same hash.
+
+    ``code_version`` is the hash of the source that runs (``storage.version.code_identity``), so that a
+    code change never reuses results computed by the old code. Informational fields are left out.
+    """
+    spec = {k: v for k, v in spec.items() if k not in INFORMATIONAL_FIELDS}
     payload = json.dumps({"kind": kind, "spec": spec, "code": code_version}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()

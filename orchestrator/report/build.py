@@ -1,4 +1,5 @@
-"""Snapshot the sweep once, then draw figures 1-8 and write ``report.html`` and ``report.md``.
+"""Snapshot the sweep once, then draw figures 1-8 (and 9-10 for the explain plan) and write ``report.html``
+and ``report.md``.
 
 ``load_report_data`` reads everything in one short read-only transaction; :func:`render_report` draws
 from that snapshot with no transaction open, so a slow or suspended report (Ctrl-Z) never holds a lock
@@ -15,10 +16,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from orchestrator.report.beyond import beyond_figures, beyond_table
 from orchestrator.report.data import ReportData, load_report_data
+from orchestrator.report.failures import failures
 from orchestrator.report.figures import FigureSpec, all_figures, save
 from orchestrator.report.html import render_html
 from orchestrator.report.markdown import render_markdown
+from orchestrator.report.settings import settings_table
 from orchestrator.report.tables import results_table
 from storage.artifacts import ArtifactStore
 
@@ -71,9 +75,12 @@ def render_report(
     warnings = list(data.warnings)
 
     table = results_table(data)
+    settings = settings_table(data)
+    fails = failures(data)
+    beyond = beyond_table(data) if data.variants else None
     written: list[tuple[FigureSpec, Path]] = []
     figure_paths: list[Path] = []
-    for spec in all_figures(data):
+    for spec in [*all_figures(data), *beyond_figures(data)]:
         before_figure()
         png, pdf = save(spec, out)
         spec.figure.clear()  # Agg figures hold their buffers until collected; free them now
@@ -83,8 +90,10 @@ def render_report(
             warnings.append(f"Fig. {spec.number} ({spec.stem}) is a placeholder: {spec.missing}")
 
     html_path, md_path = out / "report.html", out / "report.md"
-    _write_text(html_path, render_html(data, table, written, warnings))
-    _write_text(md_path, render_markdown(data, table, written, warnings))
+    html = render_html(data, table, written, warnings, settings=settings, fails=fails, beyond=beyond)
+    _write_text(html_path, html)
+    md = render_markdown(data, table, written, warnings, settings=settings, fails=fails, beyond=beyond)
+    _write_text(md_path, md)
     return ReportResult(
         sweep_id=data.sweep.id,
         out_dir=out,

@@ -1,11 +1,14 @@
 """One immutable snapshot of a sweep, read once: every figure and table of the report draws from it.
 
-Four small ``select``s (sweep, runs, epochs, artifacts); nothing else in the report touches the database.
-A run with ``reused_run_id`` shows the reused run's metrics and artifacts, and says so in its provenance.
+Five small ``select``s (sweep, runs, epochs, artifacts, dependencies); nothing else in the report touches
+the database. A run with ``reused_run_id`` shows the reused run's metrics and artifacts, and says so in its
+provenance. Trainings labelled with a regime are the seed's (Figs. 1-2, results table); other training
+labels are the ``explain`` plan's variants ("Beyond the seed").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.artifacts import ArtifactStore
-from storage.models import Artifact, EpochMetric, Run, Sweep
+from storage.models import Artifact, EpochMetric, Run, RunDependency, Sweep
 
 REGIME_ORDER = ("scratch", "imagenet", "finetune")
 IMAGE_KINDS = ("random", "sine", "photo")
+RESULT_FILE = "result.json"  # a visualization's mean activations before and after the ascent
 
 
 class ReportError(ValueError):
@@ -95,6 +99,11 @@ class TrainRun:
     epochs: tuple[EpochRow, ...]
 
     @property
+    def label(self) -> str:
+        """The run's label: its regime for the seed's runs, e.g. ``imagenet+upscaled`` for a variant."""
+        return self.run.label or self.regime
+
+    @property
     def epochs_done(self) -> int:
         return max(self.run.last_epoch, self.epochs[-1].epoch if self.epochs else 0)
 
@@ -140,6 +149,9 @@ class VisRun:
     layers: tuple[str, ...]
     input_image: Path | None
     layer_images: Mapping[str, Path]
+    # layer -> (mean activation of the starting image, of the final image), from the run's result.json.
+    activations: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    model: RunInfo | None = None  # the training whose model was visualized (source "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -155,17 +167,30 @@ class SweepInfo:
 @dataclass(frozen=True)
 class ReportData:
     sweep: SweepInfo
-    train: Mapping[str, tuple[TrainRun, ...]]  # regime -> runs, in REGIME_ORDER
+    train: Mapping[str, tuple[TrainRun, ...]]  # regime -> the seed's runs, in REGIME_ORDER
     visualizations: Mapping[str, tuple[VisRun, ...]]  # image kind -> runs
     artifacts_root: Path
     loaded_at: datetime
     warnings: tuple[str, ...] = field(default=())
+    variants: Mapping[str, tuple[TrainRun, ...]] = field(default_factory=dict)  # label -> runs
+    other_runs: tuple[RunInfo, ...] = field(default=())  # e.g. the report run itself
 
     @property
     def all_runs(self) -> tuple[RunInfo, ...]:
         runs = [t.run for ts in self.train.values() for t in ts]
+        runs += [t.run for ts in self.variants.values() for t in ts]
         runs += [v.run for vs in self.visualizations.values() for v in vs]
         return tuple(runs)
+
+    @property
+    def trainings(self) -> tuple[TrainRun, ...]:
+        """Every training of the sweep: the seed's regimes, then the variants."""
+        return tuple(t for group in (self.train, self.variants) for ts in group.values() for t in ts)
+
+    @property
+    def has_visualizations(self) -> bool:
+        """Whether the report has an Exercise 4 section: the ``all`` plan, or any visualization run."""
+        return self.sweep.plan == "all" or any(self.visualizations.values())
 
     @property
     def seeds_per_regime(self) -> int:
@@ -237,17 +262,21 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
         )
     )
     artifacts = _by_run(session.scalars(select(Artifact).where(Artifact.run_id.in_(source_ids))))
+    depends = _by_run(session.scalars(select(RunDependency).where(RunDependency.run_id.in_(list(by_id)))))
 
     store = ArtifactStore(artifacts_root)
     warnings: list[str] = []
     train: dict[str, list[TrainRun]] = {regime: [] for regime in REGIME_ORDER}
+    variants: dict[str, list[TrainRun]] = {}
     vis: dict[str, list[VisRun]] = {kind: [] for kind in IMAGE_KINDS}
+    infos: dict[str, RunInfo] = {}
+    others: list[RunInfo] = []
     for run in runs:
         kind = _text(run.kind)
         source = by_id.get(run.reused_run_id or run.id, run)
         if run.reused_run_id and run.reused_run_id not in by_id:
             warnings.append(f"run {run.id} reuses {run.reused_run_id}, which is not in the database")
-        info = _run_info(run, source)
+        info = infos[run.id] = _run_info(run, source)
         if kind == "train":
             regime = str((run.spec or {}).get("regime") or run.label)
             rows = tuple(
@@ -264,12 +293,17 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
                 )
                 for m in epochs.get(source.id, [])
             )
-            train.setdefault(regime, []).append(TrainRun(run=info, regime=regime, epochs=rows))
+            target = train if (run.label or regime) == regime else variants
+            target.setdefault(run.label or regime, []).append(TrainRun(run=info, regime=regime, epochs=rows))
         elif kind == "visualize":
             layers = tuple(str(x) for x in (run.spec or {}).get("layers") or ())
             input_image: Path | None = None
             layer_images: dict[str, Path] = {}
+            activations: dict[str, tuple[float, float]] = {}
             for art in artifacts.get(source.id, []):
+                if art.path.rsplit("/", 1)[-1] == RESULT_FILE:
+                    activations = _activations(store, art, warnings)
+                    continue
                 if _text(art.kind) != "image":
                     continue
                 path = artifacts_root / art.path
@@ -285,6 +319,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
             if not layers:
                 layers = tuple(sorted(layer_images))
             image_kind = _image_kind(run)
+            model_id = next((d.depends_on_id for d in depends.get(run.id, [])), None)
             vis[image_kind].append(
                 VisRun(
                     run=info,
@@ -292,8 +327,12 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
                     layers=layers,
                     input_image=input_image,
                     layer_images=MappingProxyType(layer_images),
+                    activations=MappingProxyType(activations),
+                    model=infos.get(model_id) if model_id else None,
                 )
             )
+        else:
+            others.append(info)
     return ReportData(
         sweep=SweepInfo(
             id=sweep.id,
@@ -308,4 +347,24 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
         artifacts_root=artifacts_root,
         loaded_at=datetime.now().astimezone(),
         warnings=tuple(warnings),
+        variants=MappingProxyType({k: tuple(v) for k, v in variants.items()}),
+        other_runs=tuple(others),
     )
+
+
+def _activations(store: ArtifactStore, art: Artifact, warnings: list[str]) -> dict[str, tuple[float, float]]:
+    """layer -> (before, after) from a visualization's result.json, its sha256 verified like the images'.
+
+    A changed file is an error naming it (as for images); an unreadable one only loses the line under the
+    figure, with a warning."""
+    if not store.absolute(art.path).is_file():
+        warnings.append(f"artifact {art.path} of run {art.run_id} is missing on disk")
+        return {}
+    store.verify(art.path, art.sha256)
+    try:
+        summary = json.loads(store.absolute(art.path).read_text(encoding="utf-8"))
+        before, after = summary["activation_before"], summary["activation_after"]
+        return {layer: (float(before[layer]), float(after[layer])) for layer in before if layer in after}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.append(f"{art.path}: mean activations not readable ({type(exc).__name__})")
+        return {}

@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from orchestrator.report import captions
 from orchestrator.report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
+from orchestrator.report.failures import Failure, failures, reference
+from orchestrator.report.notes import accuracy_notes, loss_notes
 from orchestrator.report.tables import REGIME_LABELS
 
 COLORS = {"scratch": "#1f77b4", "imagenet": "#d62728", "finetune": "#2ca02c"}
@@ -31,6 +35,7 @@ class FigureSpec:
     figure: Figure
     runs: tuple[RunInfo, ...]
     missing: str | None = None  # why this is a placeholder; None for a real figure
+    notes: tuple[str, ...] = ()  # lines under the caption: what the figure shows that a reader asks about
 
     @property
     def placeholder(self) -> bool:
@@ -64,16 +69,12 @@ def _wrap(text: str, width: int = 70) -> str:
     return "\n".join(lines[:8])
 
 
-def _why_missing(runs: tuple[RunInfo, ...], what: str) -> str:
+def _why_missing(runs: tuple[RunInfo, ...], what: str, fails: tuple[Failure, ...] = ()) -> str:
+    """Why a figure is a placeholder. Errors are not repeated here: they point to the report's Failures,
+    where each distinct error is listed once."""
     if not runs:
         return f"not available: this sweep has no run for {what}"
-    parts = []
-    for r in runs:
-        if r.status == "failed":
-            parts.append(f"run {r.id} failed: {r.error or 'no error message recorded'}")
-        else:
-            parts.append(f"run {r.id} is {r.status}")
-    return "not available: " + "; ".join(parts)
+    return "not available: " + "; ".join(reference(fails, r) for r in runs)
 
 
 def _curves(
@@ -109,7 +110,10 @@ def _curves(
     return True, phase
 
 
-def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
+def _curve_figure(
+    data: ReportData, number: int, metric: str, fails: tuple[Failure, ...] | None = None
+) -> FigureSpec:
+    fails = failures(data) if fails is None else fails
     is_acc = metric == "accuracy"
     stem = f"fig{number}_{'accuracy' if is_acc else 'loss'}"
     title = "Accuracy vs. epoch" if is_acc else "Loss vs. epoch"
@@ -130,7 +134,7 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
     if n > 1:
         caption += f" Lines are the mean over up to {n} seeds per regime; the shaded band spans min to max."
     if not drawn:
-        why = _why_missing(runs, "the training curves") if runs else "not available: no training run"
+        why = _why_missing(runs, "the training curves", fails) if runs else "not available: no training run"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     if phase is not None:
         ax.axvline(
@@ -141,6 +145,7 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
             label=f"FT: head → tune (after {phase - 0.5:.0f})",
         )
     ax.set_xlabel("Epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Accuracy [%]" if is_acc else "Loss (categorical cross-entropy)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, ncol=2, loc="best")  # the curves move with the profile: let matplotlib find room
@@ -149,15 +154,17 @@ def _curve_figure(data: ReportData, number: int, metric: str) -> FigureSpec:
         caption += (
             " The dotted vertical line marks where fine-tuning switches from the head to the whole network."
         )
-    return FigureSpec(number, stem, title, caption, fig, runs)
+    finetune = data.train.get("finetune", ())
+    notes = accuracy_notes(finetune) if is_acc else loss_notes(finetune)
+    return FigureSpec(number, stem, title, caption, fig, runs, notes=notes)
 
 
-def accuracy_figure(data: ReportData) -> FigureSpec:
-    return _curve_figure(data, 1, "accuracy")
+def accuracy_figure(data: ReportData, fails: tuple[Failure, ...] | None = None) -> FigureSpec:
+    return _curve_figure(data, 1, "accuracy", fails)
 
 
-def loss_figure(data: ReportData) -> FigureSpec:
-    return _curve_figure(data, 2, "loss")
+def loss_figure(data: ReportData, fails: tuple[Failure, ...] | None = None) -> FigureSpec:
+    return _curve_figure(data, 2, "loss", fails)
 
 
 def _pick(data: ReportData, kind: str) -> tuple[VisRun | None, tuple[RunInfo, ...]]:
@@ -171,18 +178,23 @@ def _pick(data: ReportData, kind: str) -> tuple[VisRun | None, tuple[RunInfo, ..
 
 def _show(ax: Axes, path: Path, title: str) -> None:
     with Image.open(path) as img:
-        ax.imshow(np.asarray(img.convert("RGB")))
+        # Nearest: the ascent's pixels as they are (no smoothing), and repeated pixels compress well.
+        ax.imshow(np.asarray(img.convert("RGB")), interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.set_axis_off()
 
 
-def input_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
+def input_figure(
+    data: ReportData, number: int, kind: str, fails: tuple[Failure, ...] | None = None
+) -> FigureSpec:
+    fails = failures(data) if fails is None else fails
     stem = f"fig{number}_{kind}_input"
     title = f"Input image: {IMAGE_TITLES[kind]}"
     chosen, runs = _pick(data, kind)
-    caption = f"The {IMAGE_TITLES[kind]} fed to the network for gradient ascent."
+    caption = f"The {IMAGE_TITLES[kind]} fed to the network for gradient ascent"
+    caption += f": {captions.start_image(chosen.run.spec)}." if chosen is not None else "."
     if chosen is None or chosen.input_image is None:
-        why = _why_missing(runs, f"the {kind} image")
+        why = _why_missing(runs, f"the {kind} image", fails)
         if chosen is not None and chosen.run.status == "succeeded":
             why = f"not available: run {chosen.run.id} succeeded but stored no input.png"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
@@ -192,16 +204,34 @@ def input_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
     return FigureSpec(number, stem, title, caption, fig, runs)
 
 
-def layers_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
+def _layers_caption(kind: str, number: int, chosen: VisRun | None) -> str:
+    if chosen is None:
+        return (
+            f"Images obtained by gradient ascent from the {IMAGE_TITLES[kind]}: antepenultimate "
+            "convolutional layer left, last convolutional layer right."
+        )
+    layers = list(chosen.layers[:2])
+    where = (
+        f"{layers[0]} (antepenultimate convolutional layer, left) and {layers[1]} (last, right)"
+        if layers == ["conv_pw_12", "conv_pw_13"]
+        else " and ".join(layers) + (" (left to right)" if len(layers) > 1 else "")
+    )
+    return (
+        f"Gradient ascent from the {IMAGE_TITLES[kind]} of Fig. {number - 1} ({captions.ascent(chosen)}) "
+        f"maximizing the mean activation of {where}, in {captions.model(chosen)}."
+    )
+
+
+def layers_figure(
+    data: ReportData, number: int, kind: str, fails: tuple[Failure, ...] | None = None
+) -> FigureSpec:
+    fails = failures(data) if fails is None else fails
     stem = f"fig{number}_{kind}_layers"
     title = f"Gradient ascent from the {IMAGE_TITLES[kind]}"
     chosen, runs = _pick(data, kind)
-    caption = (
-        f"Images obtained by gradient ascent from the {IMAGE_TITLES[kind]}: antepenultimate convolutional "
-        "layer left, last convolutional layer right."
-    )
+    caption = _layers_caption(kind, number, chosen)
     if chosen is None or not chosen.layer_images:
-        why = _why_missing(runs, f"the {kind} image")
+        why = _why_missing(runs, f"the {kind} image", fails)
         if chosen is not None and chosen.run.status == "succeeded":
             why = f"not available: run {chosen.run.id} succeeded but stored no layer images"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
@@ -217,12 +247,17 @@ def layers_figure(data: ReportData, number: int, kind: str) -> FigureSpec:
         else:
             _show(ax, path, f"{layer} ({roles[i]})" if len(layers) == 2 else layer)
     fig.tight_layout()
-    return FigureSpec(number, stem, title, caption, fig, runs)
+    line = captions.activation_line(chosen)
+    return FigureSpec(number, stem, title, caption, fig, runs, notes=(line,) if line else ())
 
 
 def all_figures(data: ReportData) -> list[FigureSpec]:
-    specs = [accuracy_figure(data), loss_figure(data)]
+    """Figs. 1-2 always; Figs. 3-8 when the sweep visualizes (the ``all`` plan, or any visualization)."""
+    fails = failures(data)
+    specs = [accuracy_figure(data, fails), loss_figure(data, fails)]
+    if not data.has_visualizations:
+        return specs
     for kind, first in (("random", 3), ("sine", 5), ("photo", 7)):
-        specs.append(input_figure(data, first, kind))
-        specs.append(layers_figure(data, first + 1, kind))
+        specs.append(input_figure(data, first, kind, fails))
+        specs.append(layers_figure(data, first + 1, kind, fails))
     return specs

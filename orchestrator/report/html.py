@@ -1,4 +1,9 @@
-"""``report.html``: one self-contained file (base64 data-URI figures, inline CSS, no external requests)."""
+"""``report.html``: one self-contained file (base64 data-URI figures, inline CSS, no external requests).
+
+Sections: settings, failures (each distinct error once), Exercise 3 (Figs. 1-2, results), Exercise 4 (Figs.
+3-8, when the sweep visualizes), Beyond the seed (when it has the explain plan's variants). One provenance
+block per section; what is the same for the whole sweep (profile, overrides, code) is said once at the top.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,15 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from orchestrator.report.data import ReportData
+from orchestrator.report.beyond import BeyondTable
+from orchestrator.report.data import ReportData, RunInfo
+from orchestrator.report.failures import Failure
 from orchestrator.report.figures import FigureSpec
 from orchestrator.report.provenance import Provenance, provenance
-from orchestrator.report.tables import TABLE_HEADER, ResultsTable, row_cells
+from orchestrator.report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
+from orchestrator.report.settings import SettingsTable
+from orchestrator.report.tables import ResultsTable, row_cells, table_header
+from orchestrator.report.webimage import web_png
 
 CSS = """
 :root { color-scheme: light; }
@@ -25,11 +35,13 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-
 figure { margin: 1.2rem 0 .2rem; page-break-inside: avoid; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; border: 1px solid #eee; }
 figcaption { font-size: .9rem; margin-top: .3rem; }
+.fignote { font-size: .85rem; margin: .2rem 0; color: #333; }
 .placeholder figcaption::before { content: "⚠ "; color: #b26a00; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 th, td { border: 1px solid #ccc; padding: .3rem .45rem; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
+th { background: #f0f0f0; } td.group { background: #fafafa; font-weight: 600; }
+td.override { background: #fff3cd; }
 .note { background: #fff8e1; border: 1px solid #f0d58c; padding: .5rem .7rem; }
 .note.ok { background: #eef7ee; border-color: #b5d6b5; }
 .error { color: #a40000; font-family: ui-monospace, monospace; font-size: .8rem; white-space: pre-wrap; }
@@ -48,7 +60,9 @@ th { background: #f0f0f0; }
 
 
 def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    """The figure as the page shows it: a PNG sized for the screen (the full-size PNG and the PDF stay
+    on disk beside the report)."""
+    return "data:image/png;base64," + base64.b64encode(web_png(path)).decode("ascii")
 
 
 def _prov(p: Provenance) -> str:
@@ -56,29 +70,61 @@ def _prov(p: Provenance) -> str:
     return f'<div class="prov">{items}</div>'
 
 
-def _figure(spec: FigureSpec, png: Path, data: ReportData) -> str:
+def _section_prov(data: ReportData, runs: Sequence[RunInfo]) -> str:
+    return _prov(provenance(data, runs, sweep_level=False)) if runs else ""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _figure(spec: FigureSpec, png: Path) -> str:
     cls = ' class="placeholder"' if spec.placeholder else ""
+    notes = "".join(f'<p class="fignote">{escape(n)}</p>' for n in spec.notes)
     return (
         f'<figure id="{spec.stem}"{cls}><img src="{data_uri(png)}" alt="{escape(spec.title)}">'
         f"<figcaption><b>Fig. {spec.number}:</b> {escape(spec.caption)}"
         + (f' <span class="error">{escape(spec.missing)}</span>' if spec.missing else "")
         + f' <span class="meta">({escape(spec.stem)}.png / .pdf)</span></figcaption></figure>'
-        + _prov(provenance(data, spec.runs))
+        + notes
     )
 
 
-def _table(table: ResultsTable, data: ReportData) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in TABLE_HEADER)
-    body = []
-    for row in table.rows:
-        cells = "".join(f"<td>{escape(c)}</td>" for c in row_cells(row, table.comparable))
-        body.append(f"<tr>{cells}</tr>")
-        for err in row.errors:
-            body.append(
-                f'<tr><td></td><td colspan="{len(TABLE_HEADER) - 1}" class="error">{escape(err)}</td></tr>'
+def _settings(table: SettingsTable) -> str:
+    rows = []
+    for heading, settings in table.groups:
+        rows.append(f'<tr><td class="group" colspan="3">{escape(heading)}</td></tr>')
+        for s in settings:
+            mark = ' class="override"' if s.overridden else ""
+            rows.append(
+                f"<tr><td>{escape(s.name)}</td><td{mark}>{escape(s.value)}</td>"
+                f"<td{mark}>{escape(s.source)}</td></tr>"
             )
-    if not table.rows:
-        body.append(f'<tr><td colspan="{len(TABLE_HEADER)}">No training runs in this sweep.</td></tr>')
+    return (
+        '<div class="table-wrap"><table><thead><tr><th>Setting</th><th>Value (every run of this sweep)'
+        f"</th><th>From</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        '<p class="meta">Highlighted: set with <code>--set</code>, overriding the profile (whose value is '
+        "given). “plan”: changed by the plan itself for some runs, as the value cell says.</p>"
+    )
+
+
+def _failures(fails: Sequence[Failure]) -> str:
+    items = "".join(
+        f"<li><b>Error {f.number}</b> — {f.count} run{'s' if f.count > 1 else ''} {escape(f.status)}: "
+        f'<span class="error">{escape(f.message)}</span><br><span class="meta">{escape(f.run_list())}'
+        "</span></li>"
+        for f in fails
+    )
+    return f"<h2>Failures</h2><ol>{items}</ol>"
+
+
+def _results(table: ResultsTable) -> str:
+    rows = [row_cells(row, table.comparable) for row in table.rows]
+    header = table_header(table.comparable)
+    if not rows:
+        rows = [["No training runs in this sweep.", *[""] * (len(header) - 1)]]
     note_cls = "note ok" if table.comparable else "note"
     verdicts = []
     for c in table.conclusions:
@@ -88,15 +134,30 @@ def _table(table: ResultsTable, data: ReportData) -> str:
             f'<li>“{escape(c.claim)}”: <span class="{cls}">{escape(c.verdict)}</span>{qualifier} — '
             f"{escape(c.detail)}</li>"
         )
-    runs = tuple(t.run for ts in data.train.values() for t in ts)
     return (
         f'<p class="{note_cls}">{escape(table.note)}</p>'
-        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-        "<p>Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
-        "Wall time: finished − started, else the sum of the epochs' seconds.</p>"
+        + _table(header, rows)
+        + "<p>Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
+        "Wall time: finished − started, else the sum of the epochs' seconds. Runs that failed: see "
+        "Failures.</p>"
         f"<h3>Do the seed's conclusions hold in this sweep?</h3><ul>{''.join(verdicts)}</ul>"
-        + _prov(provenance(data, runs))
+    )
+
+
+def _beyond(table: BeyondTable, figures: Sequence[tuple[FigureSpec, Path]], data: ReportData) -> str:
+    questions = "".join(f"<li>{escape(q)}</li>" for q in QUESTIONS)
+    answers = "".join(f"<li>{escape(a)}</li>" for a in table.answers)
+    return (
+        "<h2>Beyond the seed</h2>"
+        f"<p>The seed leaves two questions open:</p><ul>{questions}</ul>"
+        "<p>The explain plan answers them with controlled runs beside the seed's three regimes: each "
+        "changes one thing (or combines them) and takes everything else from the same profile (data, "
+        "seeds, epochs, learning rates).</p>"
+        f"<h3>What this sweep measured</h3><ul>{answers}</ul>"
+        "<h3>What each change bought</h3>"
+        + _table(BEYOND_HEADER, [beyond_cells(r) for r in table.rows])
+        + "".join(_figure(spec, png) for spec, png in figures)
+        + _section_prov(data, runs_of(data.variants))
     )
 
 
@@ -105,30 +166,40 @@ def render_html(
     table: ResultsTable,
     figures: Sequence[tuple[FigureSpec, Path]],
     warnings: Sequence[str],
+    *,
+    settings: SettingsTable,
+    fails: Sequence[Failure],
+    beyond: BeyondTable | None,
 ) -> str:
     s = data.sweep
     by_number = {spec.number: (spec, png) for spec, png in figures}
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(s.overrides.items())) or "none"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>convlab report — sweep {escape(s.id)}</title><style>{CSS}</style></head><body>",
         f"<h1>MobileNet + Dense(10) on CIFAR-10 — sweep {escape(s.id)}</h1>",
-        f'<p class="meta">Plan {escape(s.plan)}, profile {escape(s.profile)}, code {escape(s.code_version)}; '
-        f"report built {escape(data.loaded_at.strftime('%Y-%m-%d %H:%M %Z'))}.</p>",
+        f'<p class="meta">Plan {escape(s.plan)}, profile {escape(s.profile)} '
+        f"(overrides: {escape(overrides)}), code {escape(s.code_version)}; report built "
+        f"{escape(data.loaded_at.strftime('%Y-%m-%d %H:%M %Z'))}. Figures are embedded at screen size as "
+        "256-colour PNGs; the full-colour PNG and the PDF of each are beside this file.</p>",
     ]
-    if warnings:
-        items = "".join(f"<li>{escape(w)}</li>" for w in warnings)
-        parts.append(f'<ul class="warnings">{items}</ul>')
+    lines = [*[w for w in warnings if not w.startswith("Fig. ")], *placeholder_line(figures)]
+    if lines:
+        parts.append('<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in lines) + "</ul>")
+    parts.append("<h2>Settings</h2>" + _settings(settings))
+    if fails:
+        parts.append(_failures(fails))
     parts.append("<h2>Exercise 3: training regimes</h2>")
-    for n in (1, 2):
-        if n in by_number:
-            parts.append(_figure(*by_number[n], data))
-    parts.append("<h2>Results</h2>")
-    parts.append(_table(table, data))
-    parts.append("<h2>Exercise 4: what the last convolutional layers respond to</h2>")
-    for n in range(3, 9):
-        if n in by_number:
-            parts.append(_figure(*by_number[n], data))
+    parts.extend(_figure(*by_number[n]) for n in (1, 2) if n in by_number)
+    parts.append("<h3>Results</h3>" + _results(table))
+    parts.append(_section_prov(data, runs_of(data.train)))
+    if any(n in by_number for n in range(3, 9)):
+        parts.append("<h2>Exercise 4: what the last convolutional layers respond to</h2>")
+        parts.extend(_figure(*by_number[n]) for n in range(3, 9) if n in by_number)
+        parts.append(_section_prov(data, runs_of(data.visualizations)))
+    if beyond is not None:
+        parts.append(_beyond(beyond, [by_number[n] for n in sorted(by_number) if n > 8], data))
     parts.append("</body></html>")
     return "\n".join(parts)

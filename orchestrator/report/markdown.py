@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.report.data import ReportData
+from orchestrator.report.beyond import BeyondTable
+from orchestrator.report.data import ReportData, RunInfo
+from orchestrator.report.failures import Failure
 from orchestrator.report.figures import FigureSpec
 from orchestrator.report.provenance import Provenance, provenance
-from orchestrator.report.tables import TABLE_HEADER, ResultsTable, row_cells
+from orchestrator.report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
+from orchestrator.report.settings import SettingsTable
+from orchestrator.report.tables import ResultsTable, row_cells, table_header
 
 
 def _cell(text: str) -> str:
@@ -19,47 +23,96 @@ def _prov(p: Provenance) -> str:
     return "> " + "; ".join(f"**{k}:** {_cell(v)}" for k, v in p.items)
 
 
-def _figure(spec: FigureSpec, png: Path, data: ReportData) -> str:
+def _section_prov(data: ReportData, runs: Sequence[RunInfo]) -> str:
+    return _prov(provenance(data, runs, sweep_level=False)) + "\n" if runs else ""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _figure(spec: FigureSpec, png: Path) -> str:
     warn = "⚠ " if spec.placeholder else ""
+    notes = "".join(f"\n{n}\n" for n in spec.notes)
     return (
         f"![Fig. {spec.number}: {spec.title}]({png.name})\n\n"
         f"{warn}**Fig. {spec.number}:** {spec.caption} ({png.name}, {png.with_suffix('.pdf').name})"
         + (f" **{spec.missing}**" if spec.missing else "")
-        + "\n\n"
-        + _prov(provenance(data, spec.runs))
         + "\n"
+        + notes
     )
 
 
-def _table(table: ResultsTable, data: ReportData) -> str:
-    lines = [f"> {'✔' if table.comparable else '⚠'} {table.note}", ""]
-    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
-    lines.append("|" + "---|" * len(TABLE_HEADER))
-    for row in table.rows:
-        lines.append("| " + " | ".join(_cell(c) for c in row_cells(row, table.comparable)) + " |")
-    if not table.rows:
-        lines.append("| No training runs in this sweep. |" + " |" * (len(TABLE_HEADER) - 1))
+def _settings(table: SettingsTable) -> str:
+    rows = []
+    for heading, settings in table.groups:
+        rows.append([f"**{heading}**", "", ""])
+        for s in settings:
+            mark = "✱ " if s.overridden else ""
+            rows.append([s.name, f"{mark}{s.value}", f"{mark}{s.source}"])
+    lines = _table(["Setting", "Value (every run of this sweep)", "From"], rows)
     lines.append("")
-    errors = [e for row in table.rows for e in row.errors]
-    if errors:
-        lines.append("Failed or cancelled runs:")
-        lines.append("")
-        lines.extend(f"- `{_cell(e)}`" for e in errors)
-        lines.append("")
+    lines.append(
+        "✱: set with `--set`, overriding the profile (whose value is given). “plan”: changed by the plan "
+        "itself for some runs, as the value cell says."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _failures(fails: Sequence[Failure]) -> str:
+    lines = ["## Failures", ""]
+    for f in fails:
+        runs = f"{f.count} run{'s' if f.count > 1 else ''}"
+        lines.append(
+            f"{f.number}. **Error {f.number}** — {runs} {f.status}: `{_cell(f.message)}` ({f.run_list()})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _results(table: ResultsTable) -> str:
+    lines = [f"> {'✔' if table.comparable else '⚠'} {table.note}", ""]
+    header = table_header(table.comparable)
+    rows = [row_cells(row, table.comparable) for row in table.rows]
+    if not rows:
+        rows = [["No training runs in this sweep.", *[""] * (len(header) - 1)]]
+    lines += _table(header, rows)
+    lines.append("")
     lines.append(
         "Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
-        "Wall time: finished − started, else the sum of the epochs' seconds."
+        "Wall time: finished − started, else the sum of the epochs' seconds. Runs that failed: see Failures."
     )
     lines.append("")
-    lines.append("### Do the seed's conclusions hold in this sweep?")
+    lines.append("#### Do the seed's conclusions hold in this sweep?")
     lines.append("")
     qualifier = "" if table.comparable else " (indicative)"
     for c in table.conclusions:
         lines.append(f"- “{c.claim}”: **{c.verdict}**{qualifier} — {c.detail}")
-    lines.append("")
-    runs = tuple(t.run for ts in data.train.values() for t in ts)
-    lines.append(_prov(provenance(data, runs)))
     return "\n".join(lines) + "\n"
+
+
+def _beyond(table: BeyondTable, figures: Sequence[tuple[FigureSpec, Path]], data: ReportData) -> str:
+    lines = ["## Beyond the seed", "", "The seed leaves two questions open:", ""]
+    lines += [f"- {q}" for q in QUESTIONS]
+    lines += [
+        "",
+        "The explain plan answers them with controlled runs beside the seed's three regimes: each changes "
+        "one thing (or combines them) and takes everything else from the same profile (data, seeds, epochs, "
+        "learning rates).",
+        "",
+        "### What this sweep measured",
+        "",
+        *[f"- {a}" for a in table.answers],
+        "",
+        "### What each change bought",
+        "",
+        *_table(BEYOND_HEADER, [beyond_cells(r) for r in table.rows]),
+        "",
+    ]
+    lines += [_figure(spec, png) for spec, png in figures]
+    lines.append(_section_prov(data, runs_of(data.variants)))
+    return "\n".join(lines)
 
 
 def render_markdown(
@@ -67,23 +120,38 @@ def render_markdown(
     table: ResultsTable,
     figures: Sequence[tuple[FigureSpec, Path]],
     warnings: Sequence[str],
+    *,
+    settings: SettingsTable,
+    fails: Sequence[Failure],
+    beyond: BeyondTable | None,
 ) -> str:
     s = data.sweep
     by_number = {spec.number: (spec, png) for spec, png in figures}
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(s.overrides.items())) or "none"
     parts = [
         f"# MobileNet + Dense(10) on CIFAR-10 — sweep {s.id}",
         "",
-        f"Plan {s.plan}, profile {s.profile}, code {s.code_version}; "
+        f"Plan {s.plan}, profile {s.profile} (overrides: {overrides}), code {s.code_version}; "
         f"report built {data.loaded_at.strftime('%Y-%m-%d %H:%M %Z')}.",
         "",
     ]
-    if warnings:
-        parts.extend(f"- ⚠ {w}" for w in warnings)
+    lines = [*[w for w in warnings if not w.startswith("Fig. ")], *placeholder_line(figures)]
+    if lines:
+        parts.extend(f"- ⚠ {w}" for w in lines)
         parts.append("")
+    parts.append("## Settings\n")
+    parts.append(_settings(settings))
+    if fails:
+        parts.append(_failures(fails))
     parts.append("## Exercise 3: training regimes\n")
-    parts.extend(_figure(*by_number[n], data) for n in (1, 2) if n in by_number)
-    parts.append("## Results\n")
-    parts.append(_table(table, data))
-    parts.append("## Exercise 4: what the last convolutional layers respond to\n")
-    parts.extend(_figure(*by_number[n], data) for n in range(3, 9) if n in by_number)
+    parts.extend(_figure(*by_number[n]) for n in (1, 2) if n in by_number)
+    parts.append("### Results\n")
+    parts.append(_results(table))
+    parts.append(_section_prov(data, runs_of(data.train)))
+    if any(n in by_number for n in range(3, 9)):
+        parts.append("## Exercise 4: what the last convolutional layers respond to\n")
+        parts.extend(_figure(*by_number[n]) for n in range(3, 9) if n in by_number)
+        parts.append(_section_prov(data, runs_of(data.visualizations)))
+    if beyond is not None:
+        parts.append(_beyond(beyond, [by_number[n] for n in sorted(by_number) if n > 8], data))
     return "\n".join(parts)

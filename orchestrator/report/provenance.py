@@ -41,7 +41,9 @@ def _date(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "?"
 
 
-def provenance(data: ReportData, runs: Iterable[RunInfo]) -> Provenance:
+def provenance(data: ReportData, runs: Iterable[RunInfo], *, sweep_level: bool = True) -> Provenance:
+    """Where a section's figures and tables come from. ``sweep_level=False`` leaves out what is the same
+    for the whole report (sweep, profile, code): the report's header says it once."""
     runs = list(runs)
     sweep = data.sweep
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(sweep.overrides.items())) or "none"
@@ -55,13 +57,14 @@ def provenance(data: ReportData, runs: Iterable[RunInfo]) -> Provenance:
         dates = f"{_date(min(starts))} to {_date(max(ends)) if ends else 'still running'}"
     else:
         dates = f"not started (sweep created {_date(sweep.created_at)})"
+    head = (("sweep", sweep.id),) if sweep_level else ()
     items = (
-        ("sweep", sweep.id),
+        *head,
         ("runs", ", ".join(run_ids) or "none"),
         ("spec hashes", ", ".join(sorted({r.spec_hash[:8] for r in runs if r.spec_hash})) or NOT_RECORDED),
         ("seeds", ", ".join(str(s) for s in sorted({r.seed for r in runs})) or "none"),
-        ("profile", f"{sweep.profile} (overrides: {overrides})"),
-        ("code", sweep.code_version or NOT_RECORDED),
+        *((("profile", f"{sweep.profile} (overrides: {overrides})"),) if sweep_level else ()),
+        *((("code", sweep.code_version or NOT_RECORDED),) if sweep_level else ()),
         ("Keras", _joined(_recorded(r, "keras_version") for r in runs)),
         ("backend", _joined(_recorded(r, "keras_backend") for r in runs)),
         ("device", _joined(r.device for r in runs)),

@@ -90,7 +90,7 @@ def _stat(values: list[float]) -> Stat | None:
     return Stat(mean=statistics.fmean(percents), std=std, n=len(percents))
 
 
-def _row(regime: str, runs: tuple[TrainRun, ...]) -> RegimeRow:
+def regime_row(regime: str, runs: tuple[TrainRun, ...]) -> RegimeRow:
     done = [r for r in runs if r.run.status == "succeeded" and r.final_val_accuracy is not None]
     partial = not done or len(done) < len(runs)
     counted = done or [r for r in runs if r.final_val_accuracy is not None]
@@ -151,7 +151,7 @@ def conclusions(rows: dict[str, RegimeRow]) -> tuple[Conclusion, ...]:
 
 
 def results_table(data: ReportData) -> ResultsTable:
-    rows = {regime: _row(regime, runs) for regime, runs in data.train.items() if runs}
+    rows = {regime: regime_row(regime, runs) for regime, runs in data.train.items() if runs}
     profile = data.sweep.profile
     overrides = dict(data.sweep.overrides)
     if profile == PAPER_PROFILE and not overrides:
@@ -162,14 +162,15 @@ def results_table(data: ReportData) -> ResultsTable:
         changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
         note = (
             f"Profile 'paper' with overrides ({changed}): the setup differs from the seed's, so the "
-            "differences to the seed are indicative only."
+            "seed's numbers are not compared with it; whether the seed's qualitative findings hold is "
+            "indicative only."
         )
     else:
         comparable = False
         note = (
             f"Profile '{profile}' is not the seed's setup (smaller network, fewer images or epochs): the "
-            "seed's numbers are NOT comparable. The measured values and whether the seed's qualitative "
-            "findings hold are shown as indicative only."
+            "seed's numbers are NOT comparable and are not shown (only profile 'paper' compares with "
+            "them). Whether the seed's qualitative findings hold is indicative only."
         )
     ordered = tuple(rows[r] for r in [*REGIME_ORDER, *sorted(set(rows) - set(REGIME_ORDER))] if r in rows)
     return ResultsTable(rows=ordered, conclusions=conclusions(rows), comparable=comparable, note=note)
@@ -185,15 +186,15 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def row_cells(row: RegimeRow, comparable: bool) -> list[str]:
-    """The table's cells as text, shared by the HTML and Markdown renderers."""
+    """The table's cells as text, shared by the HTML and Markdown renderers. The seed's values and the
+    difference to them only for a comparable sweep (profile paper, no overrides): elsewhere the report
+    itself says they are not comparable, so it does not print the numbers."""
     final = row.final.text() if row.final else "–"
     if row.final and row.partial:
         final += " (so far)" if not any(s == "succeeded" for s in row.statuses) else " (succeeded runs)"
     diff = f"{row.diff_points:+.1f}" if row.diff_points is not None else "–"
-    if row.diff_points is not None and not comparable:
-        diff += " (indicative)"
     status = ", ".join(f"{row.statuses.count(s)} {s}" for s in sorted(set(row.statuses)))
-    return [
+    cells = [
         f"{row.label} ({REGIME_NAMES.get(row.regime, row.regime)})",
         status,
         final,
@@ -202,9 +203,12 @@ def row_cells(row: RegimeRow, comparable: bool) -> list[str]:
         format_seconds(row.seconds),
         f"{row.images_per_second:.0f}" if row.images_per_second is not None else "–",
         ", ".join(row.devices) or "not recorded",
-        row.seed_value.text,
-        diff,
     ]
+    return [*cells, row.seed_value.text, diff] if comparable else cells
+
+
+def table_header(comparable: bool) -> list[str]:
+    return TABLE_HEADER if comparable else TABLE_HEADER[:-2]
 
 
 TABLE_HEADER = [

@@ -8,19 +8,18 @@ import numpy as np
 
 from worker.experiments.errors import ImageError
 
-# Chollet's keras.io example starts from uniform noise of +-0.125 around gray in preprocessed units
-# ((U(0,1) - 0.5) * 0.25); with MobileNet's x/127.5-1 preprocessing that is 128 +- 16 in pixels.
-_GRAY = 128
-_NOISE = 16
+# The seed's Fig. 3 is "an image with random values in the three RGB channels": every pixel of every
+# channel uniform over the whole 0..255 range (worker.specs.BUILTIN_IMAGE_TEXT says so in captions).
+# Chollet's keras.io example starts from faint noise around gray instead, which looks like a flat gray
+# square: not what the seed shows.
 _SINE_PERIODS = 4  # full periods across the image
 
 
 def make_input_image(image: str, size: int, seed: int) -> np.ndarray:
-    """A uint8 (size, size, 3) image: ``random`` (seeded gray + noise), ``sine``, or a photo path."""
+    """A uint8 (size, size, 3) image: ``random`` (seeded full-range RGB noise), ``sine``, or a photo."""
     if image == "random":
         rng = np.random.default_rng(seed)
-        noise = rng.integers(-_NOISE, _NOISE + 1, size=(size, size, 3))
-        return (_GRAY + noise).astype(np.uint8)
+        return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
     if image == "sine":
         return _sine(size)
     return _photo(Path(image), size)

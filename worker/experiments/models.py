@@ -9,7 +9,12 @@ another input size (visualization).
 BatchNorm: the base is called in the default mode, so its BatchNorm layers use batch statistics whenever
 the base is trainable and their moving statistics when it is frozen (Keras 3 runs a non-trainable
 BatchNormalization in inference mode). This is what the seed's Keras code most likely did and it is needed
-for training from scratch; see ``regimes`` for what it means for fine-tuning.
+for training from scratch; see ``regimes`` for what it means for fine-tuning, and :func:`freeze_batchnorm`
+for the alternative (``TrainSpec.tune_bn = "frozen"``).
+
+Augmentation (``augment``): random shifts of up to 4 pixels with black fill (the classic CIFAR pad-4 +
+random crop, drawn per image) and horizontal flips, on the 32x32 pixels before any resizing. They are
+layers too, active only in training, so validation and saved models see the images unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ CIFAR_SIZE = 32
 # Where keras.applications.MobileNet downloads its weights from (same as Keras's BASE_WEIGHT_PATH).
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 _ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
+# Pad-and-crop by 4 pixels on 32: a shift of up to 4/32 of the image each way (the usual CIFAR setting).
+_SHIFT = 4 / CIFAR_SIZE
 
 
 def weights_file_name(alpha: float) -> str:
@@ -81,11 +88,18 @@ def build_base(*, alpha: float, input_size: int, weights: str, weights_dir: str 
 
 
 def build_model(
-    *, alpha: float, input_size: int, weights: str, weights_dir: str | None = None
+    *, alpha: float, input_size: int, weights: str, weights_dir: str | None = None, augment: bool = False
 ) -> keras.Model:
-    """Raw 32x32x3 pixels -> [Resizing] -> x/127.5-1 -> MobileNet base -> Dense(10, softmax)."""
+    """Raw 32x32x3 pixels -> [shift + flip] -> [Resizing] -> x/127.5-1 -> MobileNet base -> Dense(10)."""
     inputs = keras.Input(shape=(CIFAR_SIZE, CIFAR_SIZE, 3), name="pixels")
     x = inputs
+    if augment:
+        # RandomTranslation rather than ZeroPadding2D + RandomCrop: Keras's RandomCrop draws one offset per
+        # batch, this draws one per image; "nearest" keeps whole-pixel shifts, as a pad-crop does.
+        x = keras.layers.RandomTranslation(
+            _SHIFT, _SHIFT, fill_mode="constant", interpolation="nearest", fill_value=0.0, name="shift"
+        )(x)
+        x = keras.layers.RandomFlip("horizontal", name="flip")(x)
     if input_size != CIFAR_SIZE:
         x = keras.layers.Resizing(input_size, input_size, name="resize")(x)
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
@@ -93,6 +107,23 @@ def build_model(
     x = base(x)
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name=f"mobilenet_{alpha:g}_cifar10")
+
+
+def freeze_batchnorm(base: keras.Model) -> int:
+    """Keep every BatchNormalization layer of ``base`` in inference mode, with its moving statistics,
+    scale and offset fixed, while the other layers train; returns how many layers it froze.
+
+    Keras 3 runs a non-trainable BatchNormalization in inference mode, and ``trainable`` is saved with the
+    model, so a resumed checkpoint keeps it. This is the practice of Keras's transfer-learning guides (they
+    call the base with ``training=False``; freezing the layers gives the same statistics and survives
+    save/load without a custom call signature).
+    """
+    frozen = 0
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
 
 
 def base_of(model: keras.Model) -> keras.Model:

@@ -10,7 +10,8 @@ the default mode (see ``models``), so in ``head`` its BatchNorm layers are froze
 in ``tune`` they use batch statistics and update their moving averages on CIFAR-10. Reasons: ``scratch``
 needs batch statistics to train at all, one model graph serves all regimes, and it is what the seed's
 plain Keras code did (unfreezing ``base.trainable`` without ``training=False``). The price is the guide's
-warning: the first ``tune`` epochs can disturb the pretrained statistics.
+warning: the first ``tune`` epochs can disturb the pretrained statistics. ``spec.tune_bn = "frozen"`` does
+what the guide does instead (see ``models.freeze_batchnorm``), to measure what the seed's way costs.
 
 Each phase is one ``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption), with one
 callback that has no batch hooks, so the engine trains as fast as a bare ``fit``. After each epoch the
@@ -47,7 +48,7 @@ from worker.experiments.checkpoints import (
 )
 from worker.experiments.data import Cifar10
 from worker.experiments.errors import ExperimentError
-from worker.experiments.models import NUM_CLASSES, base_of, build_model
+from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
 from worker.experiments.records import EpochRecord
 from worker.specs import TrainSpec, spec_hash
 
@@ -146,7 +147,11 @@ def train(
         model = load_checkpoint_model(state_file, state)
     else:
         model = build_model(
-            alpha=spec.alpha, input_size=spec.input_size, weights=spec.weights, weights_dir=weights_dir
+            alpha=spec.alpha,
+            input_size=spec.input_size,
+            weights=spec.weights,
+            weights_dir=weights_dir,
+            augment=spec.augment,
         )
     x_train = data.x_train.astype(np.float32)
     y_train = keras.utils.to_categorical(data.y_train, NUM_CLASSES).astype(np.float32)
@@ -166,6 +171,8 @@ def train(
         if compiled_phase != phase.name:
             steps_before = steps
             base_of(model).trainable = phase.base_trainable
+            if phase.name == "tune" and spec.tune_bn == "frozen":
+                freeze_batchnorm(base_of(model))
             _compile(model, phase.lr)
             compiled_phase = phase.name
 

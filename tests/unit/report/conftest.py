@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from PIL import Image
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.models import Artifact, Base, EpochMetric, Run, Sweep
+from storage.models import Artifact, Base, EpochMetric, Run, RunDependency, Sweep
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 # Final validation accuracy (fraction) each regime's synthetic curve ends at, like the seed.
@@ -46,6 +47,7 @@ class SweepBuilder:
         error: str | None = None,
         spec_extra: dict[str, object] | None = None,
         reuse: Run | None = None,
+        label: str | None = None,
     ) -> Run:
         n = self._next()
         done = epochs if done is None else done
@@ -57,7 +59,7 @@ class SweepBuilder:
             id=f"r-{self.sweep.id[-4:]}{regime[:4]}{seed}x{n:03d}",
             sweep_id=self.sweep.id,
             kind="train",
-            label=regime,
+            label=label or regime,
             spec=spec,
             spec_hash=hashlib.sha256(repr(spec).encode()).hexdigest(),
             seed=seed,
@@ -102,11 +104,23 @@ class SweepBuilder:
         return run
 
     def visualize(
-        self, kind: str, *, status: str = "succeeded", error: str | None = None, write_images: bool = True
+        self,
+        kind: str,
+        *,
+        status: str = "succeeded",
+        error: str | None = None,
+        write_images: bool = True,
+        model: Run | None = None,
+        spec_extra: dict[str, object] | None = None,
+        activations: dict[str, tuple[float, float]] | None = None,
+        size: int = 32,
     ) -> Run:
+        """A visualization run; ``model`` is the training it depends on, ``activations`` (layer -> before,
+        after) are written as its result.json, ``size`` is the side of the images written."""
         n = self._next()
         image = kind if kind in ("random", "sine") else "photos/dog.jpg"
-        spec = {"image": image, "seed": 0, "layers": ["conv_pw_12", "conv_pw_13"]}
+        spec: dict[str, object] = {"image": image, "seed": 0, "layers": ["conv_pw_12", "conv_pw_13"]}
+        spec.update(spec_extra or {})
         run = Run(
             id=f"r-{self.sweep.id[-4:]}vis{kind[:3]}{n:03d}",
             sweep_id=self.sweep.id,
@@ -124,26 +138,36 @@ class SweepBuilder:
         )
         self.session.add(run)
         self.session.flush()
+        if model is not None:
+            self.session.add(RunDependency(run_id=run.id, depends_on_id=model.id))
         if status == "succeeded" and write_images:
             rng = np.random.default_rng(n)
             for name in ("input", "conv_pw_12", "conv_pw_13"):
-                rel = f"runs/{run.id}/{name}.png"
+                rel = f"runs/{run.id}/attempt-1/{name}.png"
                 path = self.root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                pixels = rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
+                pixels = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(path)
-                data = path.read_bytes()
-                self.session.add(
-                    Artifact(
-                        run_id=run.id,
-                        kind="image",
-                        path=rel,
-                        sha256=hashlib.sha256(data).hexdigest(),
-                        bytes=len(data),
-                    )
-                )
+                self._artifact(run, rel, "image")
+        if status == "succeeded" and activations is not None:
+            rel = f"runs/{run.id}/attempt-1/result.json"
+            summary = {
+                "activation_before": {k: v[0] for k, v in activations.items()},
+                "activation_after": {k: v[1] for k, v in activations.items()},
+            }
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / rel).write_text(json.dumps(summary))
+            self._artifact(run, rel, "log")
         self.runs.append(run)
         return run
+
+    def _artifact(self, run: Run, rel: str, kind: str) -> None:
+        data = (self.root / rel).read_bytes()
+        self.session.add(
+            Artifact(
+                run_id=run.id, kind=kind, path=rel, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)
+            )
+        )
 
 
 @pytest.fixture
@@ -173,12 +197,13 @@ def make_sweep(db: sessionmaker[Session], artifacts_root: Path) -> Iterator[Make
         profile: str = "paper",
         overrides: dict | None = None,
         created_at: datetime = T0,
+        plan: str = "all",
     ) -> SweepBuilder:
         session = db()
         sessions.append(session)
         sweep = Sweep(
             id=sweep_id,
-            plan="all",
+            plan=plan,
             profile=profile,
             overrides=overrides or {},
             code_version="git:abc1234",

@@ -104,8 +104,12 @@ def test_partial_sweep_shows_running_curves_errors_and_placeholders(
     html = result.html.read_text()
     md = result.markdown.read_text()
     for text in (html, md):
-        assert f"{failed.id} failed: ResourceExhaustedError: OOM on GPU 0" in text
-        assert f"run {sine.id} is running" in text or f"run {sine.id} is running" in md
+        # Each error once, in Failures, with the runs it ended; figures point there.
+        assert text.count("ResourceExhaustedError: OOM on GPU 0") == 1
+        assert text.count("FileNotFoundError: photos/dog.jpg") == 1
+        assert f"{failed.id} (train finetune)" in text
+        assert f"run {photo.id} failed (error 2 under Failures)" in text
+        assert f"run {sine.id} is running" in text
         assert "7/60" in text  # the running run's epochs so far
         assert "so far" in text
     # Placeholders are PNGs too, and the report warns about them.
@@ -135,7 +139,7 @@ def test_placeholder_names_failed_visualization_error(
     spec = layers_figure(data, 8, "photo")
     assert spec.placeholder
     text = " ".join(t.get_text() for t in spec.figure.texts).replace("\n", " ")
-    assert f"run {photo.id} failed: FileNotFoundError: photos/dog.jpg" in text
+    assert f"run {photo.id} failed (error 1 under Failures)" in text
     empty = layers_figure(data, 6, "sine")
     assert "no run for the sine image" in " ".join(t.get_text() for t in empty.figure.texts).replace(
         "\n", " "
@@ -209,19 +213,26 @@ def test_markdown_references_figures_by_relative_name(
     assert all((result.out_dir / r).is_file() for r in refs)
 
 
-def test_provenance_under_every_figure_and_table(
+def test_one_provenance_block_per_section(
     make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
 ) -> None:
     b = make_sweep(overrides={"epochs": "60"})
     b.train("scratch", 0, epochs=5, spec_extra={"keras_version": "3.6.0", "keras_backend": "tensorflow"})
     b.train("imagenet", 0, epochs=5)
+    b.visualize("random")
     b.session.commit()
     with db() as session:
-        html = build_report(session, artifacts_root).html.read_text()
-    assert html.count('class="prov"') == 9  # 8 figures + the results table
-    assert "3.6.0" in html and "tensorflow" in html
-    assert "not recorded" in html  # visualizations record no Keras version
-    assert "epochs=60" in html and "git:abc1234" in html
+        result = build_report(session, artifacts_root)
+    html, md = result.html.read_text(), result.markdown.read_text()
+    assert html.count('class="prov"') == 2  # Exercise 3 (figures + results), Exercise 4
+    assert md.count("> **runs:**") == 2
+    prov = html.split('class="prov"')[1]
+    assert "3.6.0" in prov and "tensorflow" in prov
+    assert "not recorded" in html.split('class="prov"')[2]  # visualizations record no Keras version
+    # What is the same for the whole sweep is said once, at the top (and the code in the settings).
+    assert "profile paper (overrides: epochs=60), code git:abc1234" in html
+    blocks = re.findall(r'<div class="prov">(.*?)</div>', html)
+    assert len(blocks) == 2 and not any("profile" in p or "abc1234" in p for p in blocks)
 
 
 def test_importing_the_package_loads_neither_matplotlib_nor_keras() -> None:

@@ -113,9 +113,14 @@ def estimate(s: Session, work: Iterable[Work], device: Device) -> Estimate | Non
         if rates:
             rate = statistics.median(rates)
             note = f"{rate:,.0f} images/s for alpha {spec.alpha}, measured by {len(rates)} earlier epochs"
-        elif device.cpu and spec.alpha in DOCUMENTED_CPU_RATES and spec.input_size == 32:
+        elif device.cpu and spec.alpha in DOCUMENTED_CPU_RATES:
             rate, source = DOCUMENTED_CPU_RATES[spec.alpha]
             note = f"{rate:,.0f} images/s for alpha {spec.alpha}: {source}; no run here measured it yet"
+            if spec.input_size != 32:
+                # The network resizes its input: its convolutions' work grows with the pixel count.
+                rate /= (spec.input_size / 32) ** 2
+                size = f"{spec.input_size}x{spec.input_size}"
+                note += f"; scaled by the pixel count to {rate:,.0f} images/s at {size}"
         else:
             return None
         if note not in basis:

@@ -50,11 +50,16 @@ def describe_environment() -> dict[str, str]:
     """Versions a result depends on, recorded on the run for the report's provenance."""
     import keras
 
+    from storage.version import code_version
+
     backend = keras.backend.backend()
     environment = {
         "keras_version": keras.__version__,
         "keras_backend": backend,
+        "dtype_policy": keras.config.dtype_policy().name,
         "python": platform.python_version(),
+        # The code this worker runs (the report flags a worker whose code differs from the submitter's).
+        "code": code_version(),
     }
     try:
         module = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])

@@ -105,3 +105,19 @@ def test_remote_workers_are_classed_by_their_devices() -> None:
     assert gpu is not None and gpu.prefix == "GPU" and not gpu.cpu
     cpu = estimate.remote_device(["CPU x2 slots"])
     assert cpu is not None and cpu.prefix == "CPU" and not cpu.cpu  # documented rates are for this box only
+
+
+def test_a_documented_cpu_rate_is_scaled_by_the_pixels_of_a_larger_input(db: Database) -> None:
+    """An upscaled input (the explain plan's 128x128) does 16 times the work of the 32x32 the rate was
+    measured at: a CPU estimate must grow with it, not stay at the 32x32 figure."""
+    from worker.specs import TrainSpec
+
+    small = TrainSpec(regime="scratch", seed=0, alpha=0.25, epochs=1).to_dict()
+    large = {**small, "input_size": 128}
+    with db.session(readonly=True) as s:
+        at_32 = estimate.estimate(s, [(RunKind.TRAIN, small, "scratch")], CPU)
+        at_128 = estimate.estimate(s, [(RunKind.TRAIN, large, "scratch")], CPU)
+    assert at_32 is not None and at_128 is not None
+    fixed = estimate.TASK_SECONDS  # a task's start-up does not grow with the input
+    assert at_128.seconds - fixed == pytest.approx(16 * (at_32.seconds - fixed))
+    assert "scaled by the pixel count" in at_128.basis[0]

@@ -106,8 +106,8 @@ def plain(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float, f
 def convlab(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float, float]:
     import redis
 
+    from contract.settings import load_settings
     from storage import repository as repo
-    from storage.config import load_settings
     from storage.db import get_database
     from worker.app import create_app
     from worker.dispatch import dispatch_ready

@@ -59,8 +59,8 @@ def bare(epochs: int) -> float:
 
 
 def convlab(env: dict[str, str], epochs: int) -> float:
+    from contract.settings import load_settings
     from storage import repository as repo
-    from storage.config import load_settings
     from storage.db import get_database
 
     started = time.perf_counter()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contract.specs import TrainSpec  # noqa: E402
 from worker.experiments.data import load_cifar10  # noqa: E402
 from worker.experiments.regimes import train  # noqa: E402
-from worker.specs import TrainSpec  # noqa: E402
 
 
 def seen_by(seen: list[int]):  # type: ignore[no-untyped-def]

@@ -14,14 +14,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from contract.profiles import PROFILES
+from contract.settings import Settings, SettingsError, load_settings, mask_url
+from contract.specs import REGIMES
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
-from storage.config import Settings, SettingsError, load_settings, mask_url
-from worker.profiles import PROFILES
-from worker.specs import REGIMES
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,9 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass
 class CliContext:
     settings: Settings
-    _db: Any = field(default=None)
+    _db: Database | None = field(default=None)
 
-    def db(self) -> Any:
+    def db(self) -> Database:
         """The database, created at the latest migration on first use; exit 1 if unreachable."""
         if self._db is None:
             from storage.db import get_database
@@ -52,8 +55,8 @@ def handle_errors(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from contract.specs import SpecError
         from storage.errors import DatabaseUnavailable, IllegalTransition, NotFound, StorageError
-        from worker.specs import SpecError
 
         try:
             return fn(*args, **kwargs)
@@ -493,9 +496,9 @@ def check(cli: CliContext, target: str | None) -> None:
 @handle_errors
 def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
     """Figures 1-8, results table and a self-contained report.html for a sweep (default: the latest)."""
-    from orchestrator.report.build import render_report
-    from orchestrator.report.data import load_report_data
     from orchestrator.runs import resolve_sweep
+    from report.build import render_report
+    from report.data import NoSweepError, UnknownSweepError, load_report_data
 
     if out is not None:
         _check_out_folder(out)
@@ -505,7 +508,7 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
         # A snapshot in one short read-only transaction; drawing happens after it, holding no lock.
         with db.session(readonly=True) as s:
             data = load_report_data(s, cli.settings.artifacts_dir, sweep_id)
-    except ValueError as exc:
+    except (UnknownSweepError, NoSweepError) as exc:
         raise UserError(str(exc)) from None
     try:
         result = render_report(data, out)
@@ -531,8 +534,16 @@ def _check_out_folder(out: Path) -> None:
 
 # ---------------------------------------------------------------- workers
 @main.command()
-@click.option("--gpu", type=int, default=None, help="Pin to this GPU index (CUDA_VISIBLE_DEVICES).")
-@click.option("--slots", type=int, default=1, show_default=True, help="Tasks at once (sharing one GPU).")
+@click.option(
+    "--gpu", type=click.IntRange(min=0), default=None, help="Pin to this GPU index (CUDA_VISIBLE_DEVICES)."
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tasks at once (sharing one GPU).",
+)
 @click.option("--name", default=None, help="Worker name (default: cpu-xxxx@host or gpuN-xxxx@host).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_cli
@@ -544,10 +555,7 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
     from orchestrator.services import check_broker
     from worker.launch import worker_launch
 
-    try:
-        launch = worker_launch(gpu=gpu, slots=slots, name=name, loglevel=loglevel)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    launch = worker_launch(gpu=gpu, slots=slots, name=name, loglevel=loglevel)
     if gpu is not None:
         # Asked of the driver, not of TensorFlow: this process must stay light.
         gpus = nvidia_gpus()

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contract.specs import TrainSpec
 from orchestrator.preflight import Work
 from storage.models import EpochMetric, Run, RunKind
-from worker.specs import TrainSpec
 
 # Each task starts a fresh process, imports TensorFlow and traces its graph: about 5 s + 10 s per phase
 # (README, Performance: the smoke profile). Visualizations and the report are counted at this alone.
@@ -52,8 +52,8 @@ class Estimate:
 
 def local_device() -> Device:
     """This machine, which runs the local worker: its first NVIDIA GPU, else its CPU."""
+    from contract.host import cpu_name
     from orchestrator.host import nvidia_gpus
-    from worker.device import cpu_name
 
     gpus = nvidia_gpus()
     if gpus:

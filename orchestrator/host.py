@@ -1,6 +1,6 @@
 """What this machine offers outside convlab's own settings: GPUs, Keras's cache folder, terminal width.
 
-The second module (after ``storage/config.py``) allowed to read the environment: it reads only
+The second module (after ``contract/settings.py``) allowed to read the environment: it reads only
 variables that other programs define (``KERAS_HOME``, ``COLUMNS``), never convlab's own settings.
 Nothing here imports TensorFlow or Keras: the CLI must answer in a fraction of a second.
 """

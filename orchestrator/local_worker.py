@@ -10,8 +10,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contract.settings import Settings
 from orchestrator.errors import OrchestratorError
-from storage.config import Settings
 
 
 def _group_alive(pgid: int) -> bool:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from contract.profiles import Profile
+from contract.specs import REGIMES, ReportSpec, SpecError, TrainSpec, VisualizeSpec, spec_hash
 from storage.models import RunKind
-from worker.profiles import Profile
-from worker.specs import REGIMES, ReportSpec, SpecError, TrainSpec, VisualizeSpec, spec_hash
 
 # The training whose model the visualizations look at, as in the seed's Exercise 4.
 VISUALIZED_REGIME = "imagenet"

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from contract.settings import Settings
+from contract.specs import TrainSpec, VisualizeSpec
 from orchestrator import host
 from orchestrator.errors import UserError
-from storage.config import Settings
 from storage.models import RunKind
-from worker.specs import TrainSpec, VisualizeSpec
 
 # Keras's own file names (worker.experiments.models.weights_file_name, which imports Keras; a test keeps
 # the two in step). The conv weights fit any input size, so the file depends on the width alone.

@@ -7,10 +7,11 @@ from typing import Any
 from orchestrator.errors import UserError
 from orchestrator.preflight import Work
 from storage import repository as repo
+from storage.db import Database
 from storage.models import RunKind, RunStatus
 
 
-def resolve_sweep(db: Any, target: str | None) -> str:
+def resolve_sweep(db: Database, target: str | None) -> str:
     """A sweep id as given (checked), or the latest sweep."""
     with db.session(readonly=True) as s:
         if target:
@@ -45,7 +46,7 @@ def _cancel_line(run: Any, outcome: RunStatus, why: str = "") -> str:
     return f"{what}: will stop at the end of its current epoch{why}"
 
 
-def cancel_run(db: Any, run_id: str, *, lease_seconds: float) -> list[str]:
+def cancel_run(db: Database, run_id: str, *, lease_seconds: float) -> list[str]:
     """Cancel a run and what cannot run without it. Not the sweep's report: it waits for its
     dependencies to end, not to succeed, so a partial sweep still gets its report."""
     lines = []
@@ -64,7 +65,7 @@ def cancel_run(db: Any, run_id: str, *, lease_seconds: float) -> list[str]:
     return lines
 
 
-def cancel_sweep(db: Any, sweep_id: str, *, lease_seconds: float) -> list[str]:
+def cancel_sweep(db: Database, sweep_id: str, *, lease_seconds: float) -> list[str]:
     """Cancel every run of a sweep that has not ended, its report included."""
     lines = []
     with db.session() as s:
@@ -80,7 +81,7 @@ def cancel_sweep(db: Any, sweep_id: str, *, lease_seconds: float) -> list[str]:
     return lines
 
 
-def sweep_of(db: Any, target: str) -> str:
+def sweep_of(db: Database, target: str) -> str:
     """The sweep of a run id, or a sweep id itself (checked)."""
     with db.session(readonly=True) as s:
         if target.startswith("r-"):
@@ -91,7 +92,7 @@ def sweep_of(db: Any, target: str) -> str:
         return repo.get_sweep(s, target).id
 
 
-def retry_targets(db: Any, target: str) -> list[Work]:
+def retry_targets(db: Database, target: str) -> list[Work]:
     """What ``retry TARGET`` would run again: (kind, spec, label) of each failed or cancelled run."""
     with db.session(readonly=True) as s:
         runs = _retry_candidates(s, target)
@@ -114,7 +115,7 @@ def _retry_candidates(s: Any, target: str) -> list[Any]:
     return runs
 
 
-def retry(db: Any, target: str) -> list[str]:
+def retry(db: Database, target: str) -> list[str]:
     """Queue a failed or cancelled run again (with its dependents), or every such run of a sweep.
 
     Nothing is sent here: the caller dispatches once the transaction is committed."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from contract.settings import Settings, mask_url
 from orchestrator.errors import ServiceUnavailable
 from storage import repository as repo
-from storage.config import Settings, mask_url
+from storage.db import Database
 
 
 def celery_app(settings: Settings) -> Any:
@@ -29,7 +30,7 @@ def check_broker(settings: Settings, app: Any = None) -> Any:
     return app
 
 
-def live_workers(settings: Settings, db: Any) -> list[str]:
+def live_workers(settings: Settings, db: Database) -> list[str]:
     # A worker refreshes its row every heartbeat; two missed leases means it is gone.
     within = 2 * settings.lease_seconds
     lines = []
@@ -46,16 +47,15 @@ def live_workers(settings: Settings, db: Any) -> list[str]:
     return lines
 
 
-def live_worker_devices(settings: Settings, db: Any) -> list[str]:
+def live_worker_devices(settings: Settings, db: Database) -> list[str]:
     """The device labels of the workers alive now ("CPU", "GPU 0", ...), one per worker.
 
     Stricter than ``orchestrator workers``: a worker refreshes its row every maintenance pass, so one
     silent for three passes is taken as gone (a worker killed with SIGKILL leaves its row behind).
     """
-    from worker.maintenance import interval_for
 
     with db.session(readonly=True) as s:
-        return [w.device for w in repo.live_workers(s, within_seconds=3 * interval_for(settings) + 2)]
+        return [w.device for w in repo.live_workers(s, within_seconds=3 * settings.maintenance_seconds + 2)]
 
 
 def _aware(moment: datetime) -> datetime:

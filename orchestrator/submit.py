@@ -16,6 +16,8 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
+from contract.settings import Settings
+from contract.specs import BUILTIN_IMAGES
 from orchestrator import preflight
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
 from orchestrator.monitor import make_console
@@ -23,9 +25,8 @@ from orchestrator.plans import Plan, report_run
 from orchestrator.preflight import Work
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
-from storage.config import Settings
+from storage.db import Database
 from storage.models import Run, RunKind, RunStatus
-from worker.specs import BUILTIN_IMAGES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -119,7 +120,7 @@ def create_sweep(
 
 
 def profile_values(profile: str, assignments: tuple[str, ...]) -> tuple[dict[str, object], dict[str, str]]:
-    from worker.profiles import parse_assignments, resolve_profile
+    from contract.profiles import parse_assignments, resolve_profile
 
     overrides = parse_assignments(list(assignments))
     return resolve_profile(profile, overrides), overrides
@@ -162,7 +163,7 @@ def runs_to_execute(s: Session, plan: Plan, *, code_identity: str, force: bool) 
 
 def alternative_plans(profile: str, build: Callable[[dict[str, object]], Plan]) -> dict[str, Plan]:
     """The same plan under each other profile (without --set overrides), to compare durations."""
-    from worker.profiles import PROFILES, resolve_profile
+    from contract.profiles import PROFILES, resolve_profile
 
     return {name: build(resolve_profile(name)) for name in PROFILES if name != profile}
 
@@ -179,8 +180,8 @@ def submit_plan(
     alternatives: dict[str, Plan] | None = None,
 ) -> Submitted:
     """Check services and inputs, write the sweep, send what is ready, and (optionally) follow it."""
+    from contract.version import code_identity, code_version
     from orchestrator.services import check_broker
-    from storage.version import code_identity, code_version
     from worker.dispatch import dispatch_ready
 
     console = make_console()
@@ -223,7 +224,7 @@ def submit_plan(
     return submitted
 
 
-def _say_estimate(settings: Settings, db: Any, work: list[Work], alternatives: dict[str, Plan]) -> None:
+def _say_estimate(settings: Settings, db: Database, work: list[Work], alternatives: dict[str, Plan]) -> None:
     """Before a long plan starts: how long, from what rate, and which profiles are faster."""
     from orchestrator import estimate
     from orchestrator.services import live_worker_devices
@@ -241,7 +242,7 @@ def _say_estimate(settings: Settings, db: Any, work: list[Work], alternatives: d
         click.echo(line, err=True)
 
 
-def next_step_hint(settings: Settings, db: Any, sweep_id: str) -> str:
+def next_step_hint(settings: Settings, db: Database, sweep_id: str) -> str:
     """What to run so that queued work gets done, and how to follow it."""
     from orchestrator.services import live_worker_devices
 
@@ -254,7 +255,7 @@ def next_step_hint(settings: Settings, db: Any, sweep_id: str) -> str:
     )
 
 
-def follow_to_end(settings: Settings, db: Any, sweep_id: str, console: Any) -> None:
+def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any) -> None:
     """Follow a sweep until every run has ended, with a local worker on the embedded broker; then the
     report's path and the runs that did not succeed. Ctrl-C: see :func:`interrupt`."""
     from orchestrator import monitor
@@ -309,7 +310,7 @@ def _hang_up_like_ctrl_c() -> Callable[[], None]:
     return restore
 
 
-def interrupt(settings: Settings, db: Any, sweep_id: str, local: Any) -> str:
+def interrupt(settings: Settings, db: Database, sweep_id: str, local: Any) -> str:
     """Ctrl-C while following a sweep. What it means depends on who runs the work:
 
     - the embedded broker: the work is this machine's, so the sweep stops. The local worker is killed at

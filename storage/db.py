@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from storage.config import Settings, mask_url
+from contract.settings import Settings, mask_url
 from storage.errors import DatabaseUnavailable, StorageError
 
 if TYPE_CHECKING:

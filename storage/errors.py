@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.config import mask_url
+from contract.settings import mask_url
 
 
 class StorageError(Exception):

@@ -13,20 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from storage.db import Database, database_for_url, reset_databases
+from tests.services import service_missing
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_URL = os.environ.get(
     "CONVLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("CONVLAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-def service_missing(what: str, reason: str) -> None:
-    """Skip with the reason locally; in CI a missing service is a failure, never a silent skip."""
-    message = f"{what} is not available: {reason}"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: services must be running)")
-    pytest.skip(message)
 
 
 def _port_open(host: str, port: int) -> bool:

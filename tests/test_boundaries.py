@@ -24,8 +24,8 @@ def _loaded_after(statement: str) -> set[str]:
         "import orchestrator.cli",
         "import worker.app",
         "import worker.main",
-        "import worker.specs, worker.profiles",
-        "import orchestrator.report.build",
+        "import contract.specs, contract.profiles",
+        "import report.build",
     ],
 )
 def test_no_tensorflow_or_keras_on_the_light_paths(statement: str) -> None:
@@ -50,8 +50,69 @@ def _imports_of(package: Path) -> set[str]:
     return found
 
 
-def test_storage_is_a_leaf() -> None:
-    assert not _imports_of(ROOT / "storage") & {"worker", "orchestrator"}
+def test_contract_is_a_leaf() -> None:
+    assert not _imports_of(ROOT / "contract") & {"storage", "worker", "report", "orchestrator"}
+
+
+def test_storage_depends_on_the_contract_only() -> None:
+    assert not _imports_of(ROOT / "storage") & {"worker", "report", "orchestrator"}
+
+
+def _modules_of(package: str) -> list[str]:
+    return sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / package).rglob("*.py")
+        if "migrations" not in path.parts
+    )
+
+
+def _packages_loaded_by(package: str, *, but: tuple[str, ...] = ()) -> set[str]:
+    """Import every module of ``package`` in a fresh interpreter: which convlab modules got loaded?"""
+    modules = [m for m in _modules_of(package) if not m.startswith(but)] if but else _modules_of(package)
+    loaded = _loaded_after("import " + ", ".join(modules))
+    return {
+        m for m in loaded if m.split(".")[0] in ("contract", "storage", "worker", "report", "orchestrator")
+    }
+
+
+def test_the_worker_never_imports_the_orchestrator() -> None:
+    loaded = _packages_loaded_by("worker")
+    assert not {m for m in loaded if m.startswith("orchestrator")}
+
+
+def test_the_report_reads_storage_and_the_contract_only() -> None:
+    loaded = _packages_loaded_by("report")
+    assert not {m for m in loaded if m.split(".")[0] in ("worker", "orchestrator")}
+
+
+# How the orchestrator reaches the worker: the Celery app it sends with, dispatching runs, and how to
+# start a worker process. Nothing of the experiments, the tasks' bodies or their state machine.
+ORCHESTRATOR_MAY_LOAD = {"worker", "worker.app", "worker.dispatch", "worker.launch"}
+
+
+def _imported_anywhere(package: str) -> set[str]:
+    """Every module an import statement of ``package`` names, at module level or inside a function (the
+    CLI imports lazily, so what a fresh ``import`` loads is not all it can reach)."""
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+    return found
+
+
+def test_the_orchestrator_reaches_the_worker_only_through_the_contract() -> None:
+    loaded = _packages_loaded_by("orchestrator")
+    assert {m for m in loaded if m.split(".")[0] == "worker"} <= ORCHESTRATOR_MAY_LOAD
+    named = {m for m in _imported_anywhere("orchestrator") if m.split(".")[0] == "worker"}
+    assert named <= ORCHESTRATOR_MAY_LOAD, named - ORCHESTRATOR_MAY_LOAD
+
+
+def test_nothing_below_the_orchestrator_names_it_even_lazily() -> None:
+    for package in ("contract", "storage", "worker", "report"):
+        assert not {m for m in _imported_anywhere(package) if m.split(".")[0] == "orchestrator"}, package
 
 
 def test_experiments_import_neither_celery_nor_storage() -> None:
@@ -60,12 +121,12 @@ def test_experiments_import_neither_celery_nor_storage() -> None:
 
 
 # orchestrator/host.py reads what other programs define (KERAS_HOME, COLUMNS), never a CONVLAB_* variable.
-ENVIRONMENT_READERS = {"storage/config.py", "orchestrator/host.py"}
+ENVIRONMENT_READERS = {"contract/settings.py", "orchestrator/host.py"}
 
 
 def test_only_the_config_module_reads_the_environment() -> None:
     offenders = []
-    for package in ("storage", "worker", "orchestrator"):
+    for package in ("contract", "storage", "worker", "report", "orchestrator"):
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text()
             relative = path.relative_to(ROOT).as_posix()

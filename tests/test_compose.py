@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,18 +17,17 @@ from typing import Any
 
 import pytest
 
+from tests.services import service_missing
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS_MOUNT = "convlab-data:/data"
 
 
 def _missing_tool(message: str) -> None:
-    if IN_CI:
-        pytest.fail(message + " (CI=true: install the Debian package `docker-compose`)")
-    pytest.skip(message)
+    service_missing("a compose tool", message, ci_hint="install the Debian package `docker-compose`")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from storage.config import Settings, load_settings
+from contract.settings import Settings, load_settings
 
 QUEUE = "convlab"
 

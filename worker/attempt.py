@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from contract.settings import Settings
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
-from storage.config import Settings
 from storage.db import Database
 from storage.errors import LeaseLost, NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus

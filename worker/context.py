@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.settings import Settings
 from storage import repository as repo
 from storage.artifacts import ArtifactStore, sha256_file
-from storage.config import Settings
 from storage.db import Database
 from storage.errors import LeaseLost
 from storage.models import ArtifactKind

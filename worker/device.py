@@ -5,17 +5,6 @@ from __future__ import annotations
 import platform
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe_device() -> str:
     """Ask the active Keras backend which accelerator it sees. Imports the backend: call in tasks only."""
     import keras
@@ -43,6 +32,8 @@ def describe_device() -> str:
         return (
             f"GPU {names[0]} ({backend})" if len(names) == 1 else f"{len(names)} GPUs {names[0]} ({backend})"
         )
+    from contract.host import cpu_name
+
     return f"CPU {cpu_name()} ({backend})"
 
 
@@ -50,7 +41,7 @@ def describe_environment() -> dict[str, str]:
     """Versions a result depends on, recorded on the run for the report's provenance."""
     import keras
 
-    from storage.version import code_version
+    from contract.version import code_version
 
     backend = keras.backend.backend()
     environment = {

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from celery import Celery
 from sqlalchemy.orm import Session
 
+from contract.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 from storage import repository as repo
 from storage.db import Database
 from storage.models import RunKind
 from worker.app import QUEUE
-from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 
 TASK_FOR_KIND = {RunKind.TRAIN: TASK_TRAIN, RunKind.VISUALIZE: TASK_VISUALIZE, RunKind.REPORT: TASK_REPORT}
 

@@ -13,16 +13,11 @@ import logging
 import os
 import time
 
+from contract.settings import Settings
 from storage import repository as repo
-from storage.config import Settings
 from storage.db import get_database
 
 log = logging.getLogger(__name__)
-
-
-def interval_for(settings: Settings) -> float:
-    """Often enough that a lost run is noticed soon after its lease ends."""
-    return max(0.5, min(settings.heartbeat_seconds, settings.lease_seconds / 3))
 
 
 def run_maintenance(settings: Settings, worker_name: str, parent_pid: int) -> None:
@@ -33,7 +28,7 @@ def run_maintenance(settings: Settings, worker_name: str, parent_pid: int) -> No
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Maintenance] %(message)s")
     app = create_app(settings)
     db = get_database(settings)
-    interval = interval_for(settings)
+    interval = settings.maintenance_seconds
     while os.getppid() == parent_pid:
         try:
             with db.session() as s:

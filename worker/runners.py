@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from contract.specs import ReportSpec, TrainSpec, VisualizeSpec
 from storage import repository as repo
 from storage.artifacts import sha256_file
 from storage.errors import ArtifactError
@@ -19,7 +20,6 @@ from storage.models import ArtifactKind, RunKind
 from worker.context import RunContext
 from worker.experiments.checkpoints import model_file_name, state_file_name
 from worker.experiments.errors import StopRequested
-from worker.specs import ReportSpec, TrainSpec, VisualizeSpec
 
 ARTIFACT_IMAGE_PREFIX = "artifact:"
 
@@ -172,8 +172,8 @@ def run_visualize(ctx: RunContext) -> None:
 
 
 def run_report(ctx: RunContext) -> None:
-    from orchestrator.report.build import render_report
-    from orchestrator.report.data import load_report_data
+    from report.build import render_report
+    from report.data import load_report_data
 
     spec = ReportSpec.from_dict(ctx.spec)
     # A snapshot in a short read-only transaction; figures are drawn after it ended, so a slow report
@@ -199,7 +199,7 @@ def publish_report(ctx: RunContext) -> None:
     Called only after the attempt's fenced finish succeeded: a superseded attempt can never finish, so
     it can never publish an older snapshot over the winner's report.
     """
-    from orchestrator.report.build import default_out_dir
+    from report.build import default_out_dir
 
     spec = ReportSpec.from_dict(ctx.spec)
     with ctx.db.session(readonly=True) as s:

@@ -14,7 +14,7 @@ import socket
 import threading
 from pathlib import Path
 
-from storage.config import Settings
+from contract.settings import Settings
 
 _signalled = threading.Event()
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from contract.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 from storage.db import get_database
 from storage.models import RunKind
 from worker import shutdown
 from worker.attempt import End, run_attempt
 from worker.dispatch import dispatch_ready
 from worker.runners import AFTER_SUCCESS, RUNNERS
-from worker.specs import TASK_REPORT, TASK_TRAIN, TASK_VISUALIZE
 
 # After these ends, what waited for the run may be ready (a report waits for its dependencies to end).
 _SEND_READY = {End.SUCCEEDED, End.FAILED, End.CANCELLED}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from storage.config import Settings, load_settings
+from contract.settings import Settings, load_settings
 from storage.db import Database, get_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -129,8 +129,8 @@ def test_redelivered_message_for_a_finished_run_does_nothing(server_stack: Stack
     server_stack.start_worker("w1")
     state = wait_until_ended(server_stack, run_id, "w1")
     assert state["status"] == "succeeded"
+    from contract.specs import TASK_TRAIN
     from worker.app import create_app
-    from worker.specs import TASK_TRAIN
 
     create_app(server_stack.settings).send_task(TASK_TRAIN, args=[run_id], queue="convlab")
     wait_for(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import service_missing
 from tests.integration.harness import Stack, run_state, wait_for
+from tests.services import service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from contract.settings import mask_url
 from storage import db as dbmod
-from storage.config import mask_url
 from storage.db import SCHEMA_REVISION, Database, DatabaseTimeout, PgLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

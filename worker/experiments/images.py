@@ -9,7 +9,7 @@ import numpy as np
 from worker.experiments.errors import ImageError
 
 # The seed's Fig. 3 is "an image with random values in the three RGB channels": every pixel of every
-# channel uniform over the whole 0..255 range (worker.specs.BUILTIN_IMAGE_TEXT says so in captions).
+# channel uniform over the whole 0..255 range (contract.specs.BUILTIN_IMAGE_TEXT says so in captions).
 # Chollet's keras.io example starts from faint noise around gray instead, which looks like a flat gray
 # square: not what the seed shows.
 _SINE_PERIODS = 4  # full periods across the image

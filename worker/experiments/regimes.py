@@ -35,6 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from contract.specs import TrainSpec, spec_hash
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
@@ -50,7 +51,6 @@ from worker.experiments.data import Cifar10
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
 from worker.experiments.records import EpochRecord
-from worker.specs import TrainSpec, spec_hash
 
 __all__ = ["EpochRecord", "TrainResult", "train", "read_checkpoint_history", "train_spec_hash"]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from contract.specs import VisualizeSpec
 from worker.experiments.errors import ExperimentError, LayerError, StopRequested
 from worker.experiments.gradients import input_gradient
 from worker.experiments.images import make_input_image
 from worker.experiments.models import base_of, build_base
-from worker.specs import VisualizeSpec
 
 _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 

@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
+from contract.specs import SpecError, TrainSpec, spec_hash
 from worker.experiments.data import Cifar10, load_cifar10
 from worker.experiments.models import base_of, build_model, freeze_batchnorm, weights_file_name
 from worker.experiments.regimes import train, train_spec_hash
-from worker.specs import SpecError, TrainSpec, spec_hash
 
 FROZEN_BN = TrainSpec(
     regime="finetune",

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     from worker.experiments.data import load_cifar10
     from worker.experiments.regimes import train
     from worker.experiments.visualize import visualize
-    from worker.specs import TrainSpec, VisualizeSpec
+    from contract.specs import TrainSpec, VisualizeSpec
 
     data = load_cifar10(sys.argv[1], train_limit=40, val_limit=20)
     spec = TrainSpec(regime="scratch", seed=0, alpha=0.25, batch_size=20, epochs=2, lr=1e-3)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from contract.specs import TrainSpec, VisualizeSpec
 from worker.experiments.checkpoints import (
     checkpoint_model_path,
     latest_state_file,
@@ -22,7 +23,6 @@ from worker.experiments.errors import ExperimentError
 from worker.experiments.models import base_of, weights_file_name
 from worker.experiments.regimes import EpochRecord, TrainResult, read_checkpoint_history, train
 from worker.experiments.visualize import visualize
-from worker.specs import TrainSpec, VisualizeSpec
 
 pytestmark = pytest.mark.slow
 

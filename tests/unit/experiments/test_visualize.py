@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract.specs import VisualizeSpec
 from worker.experiments.errors import ImageError, LayerError
 from worker.experiments.images import make_input_image
 from worker.experiments.visualize import visualize
-from worker.specs import VisualizeSpec
 
 
 def test_ascent_raises_mean_activation_and_returns_images() -> None:

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
+from contract.settings import load_settings
 from orchestrator.cli import main
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
-from storage.config import load_settings
 from storage.db import get_database, reset_databases
 from storage.models import ArtifactKind, EpochMetric, Run, RunKind, RunStatus
 

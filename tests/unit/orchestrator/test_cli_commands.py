@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from contract.settings import load_settings
 from orchestrator.cli import main
 from storage import repository as repo
-from storage.config import load_settings
 from storage.db import get_database
 from storage.models import RunKind, RunStatus
 from tests.datagen import write_tiny_cifar10

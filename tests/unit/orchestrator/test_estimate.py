@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from contract.profiles import resolve_profile
+from contract.settings import load_settings
 from orchestrator import estimate
 from orchestrator.estimate import Device
 from orchestrator.plans import plan_all
 from orchestrator.preflight import Work
 from storage import repository as repo
-from storage.config import load_settings
 from storage.db import Database, get_database
 from storage.models import RunKind, RunStatus
-from worker.profiles import resolve_profile
 
 CPU = Device(prefix="CPU Test CPU (", words="the test CPU", cpu=True)
 GPU = Device(prefix="GPU Test GPU", words="the test GPU", cpu=False)
@@ -110,7 +110,7 @@ def test_remote_workers_are_classed_by_their_devices() -> None:
 def test_a_documented_cpu_rate_is_scaled_by_the_pixels_of_a_larger_input(db: Database) -> None:
     """An upscaled input (the explain plan's 128x128) does 16 times the work of the 32x32 the rate was
     measured at: a CPU estimate must grow with it, not stay at the 32x32 figure."""
-    from worker.specs import TrainSpec
+    from contract.specs import TrainSpec
 
     small = TrainSpec(regime="scratch", seed=0, alpha=0.25, epochs=1).to_dict()
     large = {**small, "input_size": 128}

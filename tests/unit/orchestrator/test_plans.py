@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from contract.profiles import resolve_profile
+from contract.specs import SpecError
 from orchestrator.plans import plan_all, plan_train, plan_visualize
 from storage.models import RunKind
-from worker.profiles import resolve_profile
-from worker.specs import SpecError
 
 
 def test_all_plan_is_the_seed_with_dependencies() -> None:
@@ -39,8 +39,8 @@ def test_bad_plan_arguments() -> None:
 def test_explain_plan_changes_one_thing_per_question_on_the_seeds_data_seeds_and_epochs() -> None:
     from dataclasses import asdict
 
+    from contract.specs import TrainSpec
     from orchestrator.plans import EXPLAIN_VARIANTS, plan_explain
-    from worker.specs import TrainSpec
 
     profile = resolve_profile("quick")
     plan = plan_explain(profile, seeds=2, base_seed=3)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.settings import load_settings
 from orchestrator import monitor
 from storage import repository as repo
-from storage.config import load_settings
 from storage.db import Database, get_database, reset_databases
 from storage.models import RunKind
 

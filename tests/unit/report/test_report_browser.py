@@ -5,21 +5,18 @@ Skips locally without Chromium; fails when CI=true (a missing browser must not p
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
-from conftest import MakeSweep, complete_sweep
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.report import build_report
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from report import build_report
+from tests.services import service_missing
+from tests.unit.report.sweeps import MakeSweep, complete_sweep
 
 # Appended to a copy of the report: counts loaded images and any resource fetched from outside the page.
 PROBE = """<script>
@@ -39,10 +36,12 @@ def _chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    message = "headless Chromium is not installed (apt-get install -y chromium)"
-    if IN_CI:
-        pytest.fail(message + " (CI=true: the browser test must run)")
-    pytest.skip(message)
+    service_missing(
+        "headless Chromium",
+        "not installed (apt-get install -y chromium)",
+        ci_hint="the browser test must run",
+    )
+    raise AssertionError("unreachable")
 
 
 def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import T0, MakeSweep, complete_sweep
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.report import NoSweepError, ReportError, UnknownSweepError, build_report
-from orchestrator.report.data import load_report_data
-from orchestrator.report.figures import accuracy_figure
+from report import NoSweepError, ReportError, UnknownSweepError, build_report
+from report.data import load_report_data
+from report.figures import accuracy_figure
+from tests.unit.report.sweeps import T0, MakeSweep, complete_sweep
 
 FIGURES = [
     "fig1_accuracy",
@@ -129,7 +129,7 @@ def test_partial_sweep_shows_running_curves_errors_and_placeholders(
 def test_placeholder_names_failed_visualization_error(
     make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
 ) -> None:
-    from orchestrator.report.figures import layers_figure
+    from report.figures import layers_figure
 
     b = make_sweep()
     photo = b.visualize("photo", status="failed", error="FileNotFoundError: photos/dog.jpg")
@@ -240,7 +240,7 @@ def test_importing_the_package_loads_neither_matplotlib_nor_keras() -> None:
     import sys
 
     code = (
-        "import sys, orchestrator.report as r; "
+        "import sys, report as r; "
         "print(sorted(m for m in ('matplotlib', 'tensorflow', 'keras', 'celery') if m in sys.modules)); "
         "r.build_report; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'celery') if m in sys.modules))"

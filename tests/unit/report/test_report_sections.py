@@ -8,18 +8,18 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MakeSweep, SweepBuilder, complete_sweep
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
+from contract.profiles import resolve_profile
+from contract.specs import TrainSpec
 from orchestrator.plans import EXPLAIN_VARIANTS, plan_explain, train_spec
-from orchestrator.report import build_report
-from orchestrator.report.build import ReportResult
-from orchestrator.report.data import load_report_data
-from orchestrator.report.settings import settings_table
+from report import build_report
+from report.build import ReportResult
+from report.data import load_report_data
+from report.settings import settings_table
 from storage.models import EpochMetric
-from worker.profiles import resolve_profile
-from worker.specs import TrainSpec
+from tests.unit.report.sweeps import MakeSweep, SweepBuilder, complete_sweep
 
 
 def _text(html: str) -> str:
@@ -241,7 +241,7 @@ def test_explain_runs_appear_in_a_beyond_the_seed_section(
         assert "not tested by this sweep (alpha 0.25, 300 training images)" in text
         assert "+10.0" in text  # imagenet+upscaled: 60 % against imagenet's 50 %
     with db() as session:
-        from orchestrator.report.figures import accuracy_figure
+        from report.figures import accuracy_figure
 
         labels = [
             str(line.get_label())

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import MakeSweep, complete_sweep
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.report import build_report
-from orchestrator.report.data import load_report_data
-from orchestrator.report.tables import results_table
+from report import build_report
+from report.data import load_report_data
+from report.tables import results_table
+from tests.unit.report.sweeps import MakeSweep, complete_sweep
 
 
 def _table(db: sessionmaker[Session], root: Path):  # noqa: ANN202 - test helper

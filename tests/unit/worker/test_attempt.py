@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from contract.settings import Settings, load_settings
 from storage import repository as repo
-from storage.config import Settings, load_settings
 from storage.db import Database
 from storage.models import ArtifactKind, Run, RunKind, RunStatus, utcnow
 from worker.attempt import End, Outcome, run_attempt

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.settings import load_settings
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
-from storage.config import load_settings
 from storage.db import get_database, reset_databases
 from storage.errors import ArtifactError
 from storage.models import RunKind

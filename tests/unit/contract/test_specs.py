@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.profiles import PROFILES, parse_assignments, resolve_profile
-from worker.specs import SpecError, TrainSpec, VisualizeSpec, spec_hash
+from contract.profiles import PROFILES, parse_assignments, resolve_profile
+from contract.specs import SpecError, TrainSpec, VisualizeSpec, spec_hash
 
 
 def test_train_spec_round_trips_and_counts_epochs_across_phases() -> None:

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from contract.profiles import resolve_profile
+from contract.version import PACKAGES, code_identity, code_version, package_dirs, source_hash
 from orchestrator.plans import plan_train
 from orchestrator.submit import create_sweep
 from storage import repository as repo
 from storage.db import Database
 from storage.models import RunStatus
-from storage.version import PACKAGES, code_identity, code_version, package_dirs, source_hash
-from worker.profiles import resolve_profile
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PRINT_IDENTITY = (
-    "from storage.version import code_identity, code_version; print(code_identity(), code_version())"
+    "from contract.version import code_identity, code_version; print(code_identity(), code_version())"
 )
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.report.data import ReportData, TrainRun
-from orchestrator.report.figures import COLORS, FigureSpec, placeholder
-from orchestrator.report.notes import accuracy_notes, loss_notes
-from orchestrator.report.tables import RegimeRow, Stat, regime_row
+from report.data import ReportData, TrainRun
+from report.figures import COLORS, FigureSpec, placeholder
+from report.notes import accuracy_notes, loss_notes
+from report.tables import RegimeRow, Stat, regime_row
 
 GOAL_PERCENT = 90.0
 GOAL_ALPHA = 1.0

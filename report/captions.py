@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from orchestrator.report.data import RunInfo, VisRun
-from orchestrator.report.tables import REGIME_NAMES
-from worker.specs import BUILTIN_IMAGE_TEXT
+from contract.specs import BUILTIN_IMAGE_TEXT
+from report.data import RunInfo, VisRun
+from report.tables import REGIME_NAMES
 
 
 def _number(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.report.data import ReportData, RunInfo
+from report.data import ReportData, RunInfo
 
 NO_MESSAGE = "no error message recorded"
 ENDED_BADLY = ("failed", "cancelled")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from orchestrator.report.data import REGIME_ORDER, ReportData, TrainRun
+from report.data import REGIME_ORDER, ReportData, TrainRun
 
 REGIME_LABELS = {"scratch": "Rand.", "imagenet": "Imag.", "finetune": "FT"}
 REGIME_NAMES = {"scratch": "random init", "imagenet": "ImageNet init", "finetune": "fine-tuning"}

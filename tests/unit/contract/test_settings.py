@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.config import mask_url
+from contract.settings import mask_url
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report.beyond import Comparison
-from orchestrator.report.data import RunInfo
-from orchestrator.report.figures import FigureSpec
-from orchestrator.report.tables import format_seconds
+from report.beyond import Comparison
+from report.data import RunInfo
+from report.figures import FigureSpec
+from report.tables import format_seconds
 
 QUESTIONS = (
     "Why does fine-tuning not beat ImageNet init? (The seed guesses that ImageNet's 1000-class features "

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from orchestrator.report.beyond import beyond_figures, beyond_table
-from orchestrator.report.data import ReportData, load_report_data
-from orchestrator.report.failures import failures
-from orchestrator.report.figures import FigureSpec, all_figures, save
-from orchestrator.report.html import render_html
-from orchestrator.report.markdown import render_markdown
-from orchestrator.report.settings import settings_table
-from orchestrator.report.tables import results_table
+from report.beyond import beyond_figures, beyond_table
+from report.data import ReportData, load_report_data
+from report.failures import failures
+from report.figures import FigureSpec, all_figures, save
+from report.html import render_html
+from report.markdown import render_markdown
+from report.settings import settings_table
+from report.tables import results_table
 from storage.artifacts import ArtifactStore
 
 
@@ -58,8 +58,8 @@ def build_report(
 ) -> ReportResult:
     """Build the report of sweep ``sweep_id`` (default: the latest) from ``session``.
 
-    Raises :class:`~orchestrator.report.data.UnknownSweepError` for an unknown id and
-    :class:`~orchestrator.report.data.NoSweepError` when there is no sweep (both are ``ValueError``).
+    Raises :class:`~report.data.UnknownSweepError` for an unknown id and
+    :class:`~report.data.NoSweepError` when there is no sweep (both are ``ValueError``).
     """
     return render_report(load_report_data(session, artifacts_root, sweep_id), out_dir)
 

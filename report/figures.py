@@ -15,11 +15,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from orchestrator.report import captions
-from orchestrator.report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
-from orchestrator.report.failures import Failure, failures, reference
-from orchestrator.report.notes import accuracy_notes, loss_notes
-from orchestrator.report.tables import REGIME_LABELS
+from report import captions
+from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
+from report.failures import Failure, failures, reference
+from report.notes import accuracy_notes, loss_notes
+from report.tables import REGIME_LABELS
 
 COLORS = {"scratch": "#1f77b4", "imagenet": "#d62728", "finetune": "#2ca02c"}
 DPI = 110

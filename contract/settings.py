@@ -68,6 +68,12 @@ class Settings:
         return f"sqlite:///{(self.home / 'convlab.db').resolve()}"
 
     @property
+    def maintenance_seconds(self) -> float:
+        """How often a worker refreshes its liveness row and reaps: often enough that a lost run is
+        noticed soon after its lease ends (also how readers judge whether a worker is alive)."""
+        return max(0.5, min(self.heartbeat_seconds, self.lease_seconds / 3))
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 

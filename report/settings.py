@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.report import captions
-from orchestrator.report.data import ReportData, RunInfo, TrainRun, VisRun
-from worker.profiles import PROFILES, resolve_profile
-from worker.specs import SpecError
+from contract.profiles import PROFILES, resolve_profile
+from contract.specs import SpecError
+from report import captions
+from report.data import ReportData, RunInfo, TrainRun, VisRun
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 NOT_RECORDED = "not recorded"

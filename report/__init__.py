@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.report.data import NoSweepError, ReportError, UnknownSweepError
+from report.data import NoSweepError, ReportError, UnknownSweepError
 
 if TYPE_CHECKING:
-    from orchestrator.report.build import ReportResult, build_report
+    from report.build import ReportResult, build_report
 
 __all__ = ["NoSweepError", "ReportError", "ReportResult", "UnknownSweepError", "build_report"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("build_report", "ReportResult"):
-        from orchestrator.report import build
+        from report import build
 
         return getattr(build, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

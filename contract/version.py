@@ -23,7 +23,7 @@ from pathlib import Path
 
 # The packages of the distribution (pyproject.toml: packages.find include), located without importing
 # them: this module belongs to the leaf package ``storage``.
-PACKAGES = ("orchestrator", "storage", "worker")
+PACKAGES = ("contract", "orchestrator", "report", "storage", "worker")
 SHORT = 12  # hex digits of the source hash shown in the version text
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

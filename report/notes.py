@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
-from orchestrator.report.data import TrainRun
+from report.data import TrainRun
 
 CHANCE = 0.10  # ten balanced classes
 JUMP = 1.05  # a rise of more than 5 % of the loss is called a jump

@@ -218,7 +218,7 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 def spec_hash(kind: str, spec: dict[str, Any], code_version: str) -> str:
     """Identity of a unit of work: same kind, normalized spec and code version -> same hash.
 
-    ``code_version`` is the hash of the source that runs (``storage.version.code_identity``), so that a
+    ``code_version`` is the hash of the source that runs (``contract.version.code_identity``), so that a
     code change never reuses results computed by the old code. Informational fields are left out.
     """
     spec = {k: v for k, v in spec.items() if k not in INFORMATIONAL_FIELDS}

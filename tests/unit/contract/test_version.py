@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from storage.version import code_version
+from contract.version import code_version
 
 
 def test_code_version_is_stable_and_never_empty() -> None:

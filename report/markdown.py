@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.report.beyond import BeyondTable
-from orchestrator.report.data import ReportData, RunInfo
-from orchestrator.report.failures import Failure
-from orchestrator.report.figures import FigureSpec
-from orchestrator.report.provenance import Provenance, provenance
-from orchestrator.report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
-from orchestrator.report.settings import SettingsTable
-from orchestrator.report.tables import ResultsTable, row_cells, table_header
+from report.beyond import BeyondTable
+from report.data import ReportData, RunInfo
+from report.failures import Failure
+from report.figures import FigureSpec
+from report.provenance import Provenance, provenance
+from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
+from report.settings import SettingsTable
+from report.tables import ResultsTable, row_cells, table_header
 
 
 def _cell(text: str) -> str:

@@ -1,7 +1,7 @@
 """Profiles: named sets of experiment parameters, defined here and nowhere else.
 
 Every key can be overridden with ``--set key=value``. Keys without the ``vis_`` prefix are
-:class:`~worker.specs.TrainSpec` fields; ``vis_*`` keys are :class:`~worker.specs.VisualizeSpec` fields
+:class:`~contract.specs.TrainSpec` fields; ``vis_*`` keys are :class:`~contract.specs.VisualizeSpec` fields
 (``alpha`` serves both: a visualization looks at the network that was trained). ``explain_*`` keys are
 read by the ``explain`` plan only (see ``orchestrator.plans.plan_explain``).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from worker.specs import DEFAULT_LAYERS, SpecError
+from contract.specs import DEFAULT_LAYERS, SpecError
 
 Profile = dict[str, Any]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestrator.report.data import ReportData, RunInfo
+from report.data import ReportData, RunInfo
 
 NOT_RECORDED = "not recorded"
 

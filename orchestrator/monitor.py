@@ -125,9 +125,7 @@ def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
         by_id = {x.id: x for x in summaries}
         rows = []
         for summary in summaries:
-            source = summary
-            if summary.reused_run_id:
-                source = by_id.get(summary.reused_run_id) or repo.run_summary(s, summary.reused_run_id)
+            source = by_id.get(summary.results_run_id) or repo.run_summary(s, summary.results_run_id)
             rows.append(_row(summary, source))
         return rows
 
@@ -135,7 +133,9 @@ def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
 def run_detail(db: Database, run_id: str) -> dict[str, Any]:
     with db.session(readonly=True) as s:
         summary = repo.run_summary(s, run_id)
-        source = repo.run_summary(s, summary.reused_run_id) if summary.reused_run_id else summary
+        source = (
+            summary if summary.results_run_id == summary.id else repo.run_summary(s, summary.results_run_id)
+        )
         record = _row(summary, source).to_json()
         record["sweep_id"] = summary.sweep_id
         record["spec"] = summary.spec

@@ -111,7 +111,7 @@ def create_sweep(
             max_attempts=max_attempts,
             depends_on=[run_ids[k] for k in planned.depends_on],
             status=RunStatus.SUCCEEDED if earlier else RunStatus.QUEUED,
-            reused_run_id=(earlier.reused_run_id or earlier.id) if earlier else None,
+            reused_run_id=earlier.results_run_id if earlier else None,
         )
         if earlier:
             reused.append(run.id)

@@ -255,7 +255,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
     missing = {r.reused_run_id for r in runs if r.reused_run_id and r.reused_run_id not in by_id}
     if missing:
         by_id.update({r.id: r for r in session.scalars(select(Run).where(Run.id.in_(missing)))})
-    source_ids = {r.reused_run_id if r.reused_run_id in by_id else r.id for r in runs}
+    source_ids = {r.results_run_id if r.results_run_id in by_id else r.id for r in runs}
     epochs = _by_run(
         session.scalars(
             select(EpochMetric).where(EpochMetric.run_id.in_(source_ids)).order_by(EpochMetric.epoch)
@@ -273,7 +273,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
     others: list[RunInfo] = []
     for run in runs:
         kind = _text(run.kind)
-        source = by_id.get(run.reused_run_id or run.id, run)
+        source = by_id.get(run.results_run_id, run)
         if run.reused_run_id and run.reused_run_id not in by_id:
             warnings.append(f"run {run.id} reuses {run.reused_run_id}, which is not in the database")
         info = infos[run.id] = _run_info(run, source)

@@ -178,6 +178,11 @@ class Run(Base):
     # What executed it: Keras version and backend, framework version, Python (for provenance).
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
+    @property
+    def results_run_id(self) -> str:
+        """The run whose results count for this one: itself, or the earlier identical run it reuses."""
+        return self.reused_run_id or self.id
+
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
     epochs: Mapped[list[EpochMetric]] = relationship(
         back_populates="run", order_by="EpochMetric.epoch", cascade="all, delete-orphan"

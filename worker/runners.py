@@ -131,8 +131,8 @@ def _checkpoint_of_dependency(ctx: RunContext) -> Path | None:
 
     with ctx.db.session(readonly=True) as s:
         source = next((d for d in repo.dependencies_of(s, ctx.run_id) if d.kind == RunKind.TRAIN), None)
-        if source is not None and source.reused_run_id:
-            source = repo.get_run(s, source.reused_run_id)
+        if source is not None:
+            source = repo.results_source(s, source)
     if source is None:
         return None
     if not source.checkpoint:

@@ -40,6 +40,7 @@ from storage.repository.runs import (
     dependents_of,
     find_succeeded_by_hash,
     get_run,
+    results_source,
     runs_held_by,
 )
 from storage.repository.summaries import RunSummary, run_summary, sweep_runs
@@ -95,6 +96,7 @@ __all__ = [
     "release_worker_runs",
     "request_cancel",
     "requeue_stale_run",
+    "results_source",
     "retry_run",
     "run_summary",
     "runs_blocked_by_failure",

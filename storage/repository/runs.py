@@ -105,3 +105,8 @@ def runs_held_by(s: Session, worker_name: str) -> list[Run]:
         .order_by(Run.created_at, Run.id)
     )
     return list(s.scalars(stmt))
+
+
+def results_source(s: Session, run: Run) -> Run:
+    """The run whose results count for ``run``: itself, or the earlier identical run it reuses."""
+    return run if run.results_run_id == run.id else get_run(s, run.results_run_id)

@@ -43,6 +43,12 @@ class RunSummary:
     seed: int
     sweep_id: str | None = None
     progress: dict[str, Any] | None = None
+
+    @property
+    def results_run_id(self) -> str:
+        """The run whose results count for this one (see :attr:`Run.results_run_id`)."""
+        return self.reused_run_id or self.id
+
     traceback: str | None = None
     val_accuracy: float | None = None
     accuracy: float | None = None

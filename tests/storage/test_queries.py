@@ -152,3 +152,14 @@ def test_workers(db: Database) -> None:
         w = repo.upsert_worker(s, name="cpu@box", host="box", pid=12, device="cpu", slots=2)
         assert w.pid == 12 and w.stopped_at is None
         assert len(repo.live_workers(s, within_seconds=60)) == 2
+
+
+def test_whose_results_count_is_decided_in_one_place(db: Database) -> None:
+    with db.session() as s:
+        original = make_run(s, spec_hash="same").id
+        assert repo.finish_run(s, original, RunStatus.SUCCEEDED, fence=start(s, original))
+        reused = make_run(s, spec_hash="same", status=RunStatus.SUCCEEDED, reused_run_id=original)
+        run = repo.get_run(s, original)
+        assert (run.results_run_id, reused.results_run_id) == (original, original)
+        assert repo.results_source(s, reused).id == original and repo.results_source(s, run) is run
+        assert repo.run_summary(s, reused.id).results_run_id == original

@@ -6,31 +6,57 @@ A spec is plain data; ``to_dict``/``from_dict`` give the JSON stored in ``Run.sp
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 TASK_TRAIN = "convlab.train"
 TASK_VISUALIZE = "convlab.visualize"
 TASK_REPORT = "convlab.report"
 
-REGIMES = ("scratch", "imagenet", "finetune")
-Regime = Literal["scratch", "imagenet", "finetune"]
+
+class Regime(enum.StrEnum):
+    """The three trainings of the seed's Exercise 3 (members compare equal to their stored strings)."""
+
+    SCRATCH = "scratch"
+    IMAGENET = "imagenet"
+    FINETUNE = "finetune"
+
+
+REGIMES = tuple(r.value for r in Regime)
+
+
+class ImageKind(enum.StrEnum):
+    """What a visualization starts from: a built-in image, or a photo (any other ``image`` value)."""
+
+    RANDOM = "random"
+    SINE = "sine"
+    PHOTO = "photo"
+
+
 # Keras's MobileNet v1 ships ImageNet weights only for these widths.
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 WEIGHTS = ("none", "imagenet")
-BUILTIN_IMAGES = ("random", "sine")  # anything else is a path to a photo
+BUILTIN_IMAGES = (ImageKind.RANDOM.value, ImageKind.SINE.value)  # anything else is a path to a photo
 # What the built-in starting images are, in the words of captions (made in worker.experiments.images).
-BUILTIN_IMAGE_TEXT = {
+BUILTIN_IMAGE_TEXT: dict[str, str] = {
     # The seed's Fig. 3: "random values in the three RGB channels".
-    "random": "uniform random values 0-255 in each RGB channel",
-    "sine": "sinusoids in the RGB channels (red along x, green along y, blue along the diagonal)",
+    ImageKind.RANDOM: "uniform random values 0-255 in each RGB channel",
+    ImageKind.SINE: "sinusoids in the RGB channels (red along x, green along y, blue along the diagonal)",
 }
 # The last conv layers of Keras's MobileNet v1 (antepenultimate and last conv layer of the base).
 DEFAULT_LAYERS = ("conv_pw_12", "conv_pw_13")
 # Where a visualization takes its network from.
 VIS_SOURCES = ("checkpoint", "imagenet", "none")
+
+
+def image_kind(image: str) -> ImageKind:
+    """The kind of a visualization's ``image`` value: a built-in image's own, else a photo."""
+    return ImageKind(image) if image in BUILTIN_IMAGES else ImageKind.PHOTO
+
+
 # BatchNorm once fine-tuning unfreezes the base: ``batch`` trains it (batch statistics, moving averages
 # updated: the seed's plain Keras code), ``frozen`` keeps it in inference mode with its ImageNet statistics,
 # scale and offset (Keras's transfer-learning guides).
@@ -98,11 +124,11 @@ class TrainSpec:
 
     @property
     def weights(self) -> str:
-        return "none" if self.regime == "scratch" else "imagenet"
+        return "none" if self.regime == Regime.SCRATCH else "imagenet"
 
     @property
     def total_epochs(self) -> int:
-        return self.head_epochs + self.tune_epochs if self.regime == "finetune" else self.epochs
+        return self.head_epochs + self.tune_epochs if self.regime == Regime.FINETUNE else self.epochs
 
     def validate(self) -> TrainSpec:
         _check_choice("regime", self.regime, REGIMES)

@@ -20,7 +20,7 @@ import click
 
 from contract.profiles import PROFILES
 from contract.settings import Settings, SettingsError, load_settings, mask_url
-from contract.specs import REGIMES
+from contract.specs import REGIMES, ImageKind, image_kind
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ def submit_train(
     "--image",
     "images",
     multiple=True,
-    default=("random",),
+    default=(ImageKind.RANDOM.value,),
     show_default=True,
     metavar="random|sine|PATH",
     help="A built-in image or a photo (repeatable).",
@@ -333,7 +333,7 @@ def submit_visualize(
     from orchestrator.plans import plan_visualize
 
     values, overrides = flow.profile_values(profile, assignments)
-    photos = [Path(i) for i in images if i not in ("random", "sine")]
+    photos = [Path(i) for i in images if image_kind(i) == ImageKind.PHOTO]
     for photo in photos:
         flow.check_image(photo)
     plan = plan_visualize(values, images=list(images), seed=base_seed, source=source)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from contract.specs import TrainSpec
+from contract.specs import Regime, TrainSpec
 from orchestrator.preflight import Work
 from storage.models import EpochMetric, Run, RunKind
 
@@ -125,7 +125,7 @@ def estimate(s: Session, work: Iterable[Work], device: Device) -> Estimate | Non
             return None
         if note not in basis:
             basis.append(note)
-        if spec.regime == "finetune":
+        if spec.regime == Regime.FINETUNE:
             total += TASK_SECONDS  # the second phase traces its graph again
         total += spec.total_epochs * _units(spec) / rate
     return Estimate(seconds=total, basis=tuple(basis))

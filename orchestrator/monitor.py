@@ -20,13 +20,17 @@ from storage import repository as repo
 from storage.db import Database
 from storage.models import TERMINAL_STATUSES, RunStatus
 
+# What status tables call a run satisfied by an earlier identical run instead of being executed (stored
+# as succeeded, with ``reused_run_id``): shown apart, so that a user sees what ran now and what did not.
+CACHED = "cached"
+
 STATUS_STYLE = {
     "queued": "dim",
     "running": "cyan",
     "succeeded": "green",
     "failed": "bold red",
     "cancelled": "yellow",
-    "cached": "green",
+    CACHED: "green",
 }
 
 
@@ -75,7 +79,7 @@ class RunRow:
 
 def _row(summary: Any, source: Any) -> RunRow:
     """``source`` is the run whose results count: the run itself, or the earlier run it reuses."""
-    status = "cached" if summary.reused_run_id else str(summary.status)
+    status = CACHED if summary.reused_run_id else str(summary.status)
     epochs = summary.total_epochs
     epoch = source.last_epoch
     fraction, live_rate = _live_progress(source) if status == "running" else (None, None)
@@ -163,7 +167,7 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
 
 
 def all_finished(rows: list[RunRow]) -> bool:
-    return all(r.status == "cached" or RunStatus(r.status) in TERMINAL_STATUSES for r in rows)
+    return all(r.status == CACHED or RunStatus(r.status) in TERMINAL_STATUSES for r in rows)
 
 
 def _duration(seconds: float | None) -> str:
@@ -223,7 +227,7 @@ def _cells(r: RunRow, layout: _Layout, ascii_only: bool) -> dict[str, Any]:
     completed = (
         min(r.epoch + (r.epoch_fraction or 0.0), total)
         if r.epochs
-        else int(r.status in ("succeeded", "cached"))
+        else int(r.status in (RunStatus.SUCCEEDED, CACHED))
     )
     epoch_text = f"{r.epoch}/{r.epochs}" if r.epochs else ""
     if r.epoch_fraction is not None:  # inside an epoch: how far, and how fast
@@ -272,7 +276,14 @@ def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    order = ("running", "queued", "succeeded", "cached", "failed", "cancelled")
+    order = (
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+        RunStatus.SUCCEEDED,
+        CACHED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    )
     parts = [f"sweep {sweep_id}"] + ([f"profile {profile}"] if profile else [])
     parts.append(", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "no runs")
     active = [r for r in rows if r.status == "running"] or [r for r in rows if r.worker]

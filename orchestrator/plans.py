@@ -13,11 +13,21 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from contract.profiles import Profile
-from contract.specs import REGIMES, ReportSpec, SpecError, TrainSpec, VisualizeSpec, spec_hash
+from contract.specs import (
+    BUILTIN_IMAGES,
+    REGIMES,
+    Regime,
+    ReportSpec,
+    SpecError,
+    TrainSpec,
+    VisualizeSpec,
+    image_kind,
+    spec_hash,
+)
 from storage.models import RunKind
 
 # The training whose model the visualizations look at, as in the seed's Exercise 4.
-VISUALIZED_REGIME = "imagenet"
+VISUALIZED_REGIME = Regime.IMAGENET
 MAX_INPUT_SIZE = 512  # TrainSpec's limit
 _TRAIN_FIELDS = frozenset(f.name for f in fields(TrainSpec))
 
@@ -36,13 +46,15 @@ class Variant:
 # Each changes one thing against the seed's run of the same regime, except the two combinations.
 EXPLAIN_VARIANTS = (
     # Why does fine-tuning not beat ImageNet init? BatchNorm kept frozen once the base is unfrozen.
-    Variant("finetune+bn-frozen", "finetune", tune_bn="frozen"),
+    Variant("finetune+bn-frozen", Regime.FINETUNE, tune_bn="frozen"),
     # Why is ImageNet init only ~78 %? Inputs at a size the weights were made for; augmentation.
-    Variant("imagenet+upscaled", "imagenet", upscale=True),
-    Variant("imagenet+augment", "imagenet", augment=True),
+    Variant("imagenet+upscaled", Regime.IMAGENET, upscale=True),
+    Variant("imagenet+augment", Regime.IMAGENET, augment=True),
     # The combinations: the report names the best run of the sweep.
-    Variant("imagenet+upscaled+augment", "imagenet", upscale=True, augment=True),
-    Variant("finetune+bn-frozen+upscaled+augment", "finetune", tune_bn="frozen", upscale=True, augment=True),
+    Variant("imagenet+upscaled+augment", Regime.IMAGENET, upscale=True, augment=True),
+    Variant(
+        "finetune+bn-frozen+upscaled+augment", Regime.FINETUNE, tune_bn="frozen", upscale=True, augment=True
+    ),
 )
 
 
@@ -72,7 +84,7 @@ class Plan:
 
 def train_spec(profile: Profile, regime: str, seed: int) -> TrainSpec:
     keys = {k: v for k, v in profile.items() if k in _TRAIN_FIELDS}
-    if regime != "finetune":
+    if regime != Regime.FINETUNE:
         # BatchNorm "after unfreezing" means nothing without a frozen phase: keep such runs' identity.
         keys["tune_bn"] = "batch"
     return TrainSpec(regime=regime, seed=seed, **keys).validate()
@@ -105,7 +117,7 @@ def _train_run(profile: Profile, regime: str, seed: int, label: str | None = Non
 
 
 def image_label(image: str) -> str:
-    return image if image in ("random", "sine") else "photo"
+    return image_kind(image)
 
 
 def _visualize_run(
@@ -129,7 +141,7 @@ def plan_all(profile: Profile, *, seeds: int, base_seed: int, photo: str) -> Pla
     model_key = f"train/{VISUALIZED_REGIME}/s{base_seed}"
     runs += [
         _visualize_run(profile, image, base_seed, model_key, "checkpoint")
-        for image in ("random", "sine", photo)
+        for image in (*BUILTIN_IMAGES, photo)
     ]
     return Plan(name="all", runs=tuple(runs))
 

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from contract.specs import Regime
 from report.data import ReportData, TrainRun
 from report.figures import COLORS, FigureSpec, placeholder
 from report.notes import accuracy_notes, loss_notes
@@ -141,7 +142,7 @@ def _answers(rows: tuple[Comparison, ...], data: ReportData) -> tuple[str, ...]:
             f"base is unfrozen ends at {_versus(ft_bn, ft)} for the seed's way; ImageNet init ends at "
             f"{_pct(imagenet)}."
         )
-    q2 = [r for r in rows if r.regime == "imagenet" and r.changes != SEED_WAY]
+    q2 = [r for r in rows if r.regime == Regime.IMAGENET and r.changes != SEED_WAY]
     if q2:
         parts = "; ".join(f"{r.changes}: {_versus(r.row.final, imagenet)}" for r in q2)
         lines.append(f"Why is ImageNet init only ~78 %? Against ImageNet init the seed's way — {parts}.")
@@ -226,7 +227,7 @@ def _figure(data: ReportData, number: int, key: str) -> FigureSpec:
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # eight labels: beside the plot
     fig.tight_layout()
     # Under Figs. 1-2 already: the seed's own fine-tuning.
-    seed_ft = data.train.get("finetune", ())
+    seed_ft = data.train.get(Regime.FINETUNE, ())
     variants = [t for ts in data.variants.values() for t in ts]
     notes = accuracy_notes(variants, besides=seed_ft) if accuracy else loss_notes(variants, besides=seed_ft)
     return FigureSpec(number, stem, title, caption, fig, runs, notes=notes)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from contract.specs import BUILTIN_IMAGE_TEXT
+from contract.specs import BUILTIN_IMAGE_TEXT, ImageKind
 from report.data import RunInfo, VisRun
 from report.tables import REGIME_NAMES
 
@@ -26,7 +26,7 @@ def start_image(spec: Mapping[str, Any]) -> str:
     size = spec.get("input_size")
     at = f"{size}×{size} pixels" if size else "size not recorded"
     if image in BUILTIN_IMAGE_TEXT:
-        seed = f" (seed {spec.get('seed')})" if image == "random" else ""
+        seed = f" (seed {spec.get('seed')})" if image == ImageKind.RANDOM else ""
         return f"{BUILTIN_IMAGE_TEXT[image]}{seed}, {at}"
     name = spec.get("image_name") or (PurePath(image).name if not image.startswith("artifact:") else None)
     sha = spec.get("image_sha256")

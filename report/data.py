@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contract.specs import REGIMES, ImageKind, Regime, image_kind
 from storage.artifacts import ArtifactStore
 from storage.models import Artifact, EpochMetric, Run, RunDependency, Sweep
 
-REGIME_ORDER = ("scratch", "imagenet", "finetune")
-IMAGE_KINDS = ("random", "sine", "photo")
+REGIME_ORDER = REGIMES
+IMAGE_KINDS = tuple(k.value for k in ImageKind)
 RESULT_FILE = "result.json"  # a visualization's mean activations before and after the ascent
 
 
@@ -133,7 +134,7 @@ class TrainRun:
     @property
     def phase_change_epoch(self) -> float | None:
         """Where fine-tuning switches from the head to the whole network (between two epochs)."""
-        if self.regime != "finetune":
+        if self.regime != Regime.FINETUNE:
             return None
         heads = [e.epoch for e in self.epochs if e.phase == "head"]
         if heads and any(e.phase == "tune" for e in self.epochs):
@@ -202,7 +203,7 @@ def _image_kind(run: Run) -> str:
     if label in IMAGE_KINDS:
         return label
     image = str((run.spec or {}).get("image", ""))
-    return image if image in ("random", "sine") else "photo"
+    return image_kind(image)
 
 
 def _run_info(run: Run, source: Run) -> RunInfo:

@@ -15,15 +15,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from contract.specs import ImageKind, Regime
 from report import captions
 from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
 from report.failures import Failure, failures, reference
 from report.notes import accuracy_notes, loss_notes
 from report.tables import REGIME_LABELS
 
-COLORS = {"scratch": "#1f77b4", "imagenet": "#d62728", "finetune": "#2ca02c"}
+COLORS: dict[str, str] = {Regime.SCRATCH: "#1f77b4", Regime.IMAGENET: "#d62728", Regime.FINETUNE: "#2ca02c"}
 DPI = 110
-IMAGE_TITLES = {"random": "random image", "sine": "sinusoidal pattern", "photo": "photo"}
+IMAGE_TITLES: dict[str, str] = {
+    ImageKind.RANDOM: "random image",
+    ImageKind.SINE: "sinusoidal pattern",
+    ImageKind.PHOTO: "photo",
+}
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ def _curve_figure(
         caption += (
             " The dotted vertical line marks where fine-tuning switches from the head to the whole network."
         )
-    finetune = data.train.get("finetune", ())
+    finetune = data.train.get(Regime.FINETUNE, ())
     notes = accuracy_notes(finetune) if is_acc else loss_notes(finetune)
     return FigureSpec(number, stem, title, caption, fig, runs, notes=notes)
 
@@ -257,7 +262,7 @@ def all_figures(data: ReportData) -> list[FigureSpec]:
     specs = [accuracy_figure(data, fails), loss_figure(data, fails)]
     if not data.has_visualizations:
         return specs
-    for kind, first in (("random", 3), ("sine", 5), ("photo", 7)):
+    for kind, first in ((ImageKind.RANDOM, 3), (ImageKind.SINE, 5), (ImageKind.PHOTO, 7)):
         specs.append(input_figure(data, first, kind, fails))
         specs.append(layers_figure(data, first + 1, kind, fails))
     return specs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
+from contract.specs import Regime
 from report.data import TrainRun
 
 CHANCE = 0.10  # ten balanced classes
@@ -19,7 +20,7 @@ JUMP = 1.05  # a rise of more than 5 % of the loss is called a jump
 def _by_label(runs: Iterable[TrainRun]) -> dict[str, list[TrainRun]]:
     grouped: dict[str, list[TrainRun]] = {}
     for run in runs:
-        if run.regime == "finetune" and run.epochs:
+        if run.regime == Regime.FINETUNE and run.epochs:
             grouped.setdefault(run.label, []).append(run)
     return grouped
 

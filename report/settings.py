@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.profiles import PROFILES, resolve_profile
-from contract.specs import SpecError
+from contract.specs import ImageKind, Regime, SpecError
 from report import captions
 from report.data import ReportData, RunInfo, TrainRun, VisRun
 
@@ -110,14 +110,14 @@ _Row = tuple[str, tuple[str, ...], _Reader]
 
 
 def _epochs(spec: Mapping[str, Any]) -> tuple[str, Any]:
-    if spec["regime"] == "finetune":
+    if spec["regime"] == Regime.FINETUNE:
         head, tune = spec["head_epochs"], spec["tune_epochs"]
         return f"{head} head only + {tune} whole network", (head, tune)
     return str(spec["epochs"]), spec["epochs"]
 
 
 def _lr(spec: Mapping[str, Any]) -> tuple[str, Any]:
-    if spec["regime"] == "finetune":
+    if spec["regime"] == Regime.FINETUNE:
         return f"{number(spec['lr'])}, then {number(spec['tune_lr'])} once unfrozen", None
     return number(spec["lr"]), spec["lr"]
 
@@ -128,7 +128,7 @@ def _size(spec: Mapping[str, Any]) -> tuple[str, Any]:
 
 
 def _bn(spec: Mapping[str, Any]) -> tuple[str, Any] | None:
-    if spec["regime"] != "finetune":
+    if spec["regime"] != Regime.FINETUNE:
         return None
     mode = spec.get("tune_bn", "batch")  # left out of stored specs at its default
     if mode == "frozen":
@@ -142,7 +142,7 @@ def _augment(spec: Mapping[str, Any]) -> tuple[str, Any]:
 
 
 def _weights(spec: Mapping[str, Any]) -> tuple[str, Any]:
-    scratch = spec["regime"] == "scratch"
+    scratch = spec["regime"] == Regime.SCRATCH
     return ("random (Keras's initializers)" if scratch else "ImageNet (Keras's MobileNet v1)"), None
 
 
@@ -173,10 +173,10 @@ def _train_source(
 ) -> tuple[str, bool]:
     if not keys:
         return "regime", False
-    if name == "Epochs" and spec.get("regime") == "finetune":
+    if name == "Epochs" and spec.get("regime") == Regime.FINETUNE:
         parts = [origins.source(spec.get(k), (k,)) for k in ("head_epochs", "tune_epochs")]
         return _merge(parts)
-    if name.startswith("Learning rate") and spec.get("regime") == "finetune":
+    if name.startswith("Learning rate") and spec.get("regime") == Regime.FINETUNE:
         return _merge([origins.source(spec.get(k), (k,)) for k in ("lr", "tune_lr")])
     if name == "Epochs":
         return origins.source(raw, ("epochs",))
@@ -267,7 +267,9 @@ def _visualization(data: ReportData, origins: _Origins) -> tuple[Setting, ...]:
         for name, keys, text, raw in _vis_rows(v):
             source, overridden = origins.source(raw, keys) if keys else ("run spec", False)
             if name == "Start image":
-                source = "--image (default: the shipped dog.jpg)" if v.image_kind == "photo" else "plan"
+                source = (
+                    "--image (default: the shipped dog.jpg)" if v.image_kind == ImageKind.PHOTO else "plan"
+                )
             elif name == "Network visualized":
                 source = "plan (the training it depends on)" if v.model is not None else "--source"
             table.setdefault(name, []).append((v.image_kind, text, source, overridden))

@@ -10,10 +10,15 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from contract.specs import Regime
 from report.data import REGIME_ORDER, ReportData, TrainRun
 
-REGIME_LABELS = {"scratch": "Rand.", "imagenet": "Imag.", "finetune": "FT"}
-REGIME_NAMES = {"scratch": "random init", "imagenet": "ImageNet init", "finetune": "fine-tuning"}
+REGIME_LABELS: dict[str, str] = {Regime.SCRATCH: "Rand.", Regime.IMAGENET: "Imag.", Regime.FINETUNE: "FT"}
+REGIME_NAMES: dict[str, str] = {
+    Regime.SCRATCH: "random init",
+    Regime.IMAGENET: "ImageNet init",
+    Regime.FINETUNE: "fine-tuning",
+}
 PAPER_PROFILE = "paper"
 FT_TOLERANCE_POINTS = 5.0
 
@@ -25,10 +30,10 @@ class SeedValue:
 
 
 # What the seed reports (Exercise 3, Figs. 1-2).
-SEED_VALUES = {
-    "scratch": SeedValue(35.4, "35.4 % after 60 epochs"),
-    "imagenet": SeedValue(78.0, "starts near 38 %, reaches about 78 %"),
-    "finetune": SeedValue(78.0, "ends near 78 %, the same as ImageNet"),
+SEED_VALUES: dict[str, SeedValue] = {
+    Regime.SCRATCH: SeedValue(35.4, "35.4 % after 60 epochs"),
+    Regime.IMAGENET: SeedValue(78.0, "starts near 38 %, reaches about 78 %"),
+    Regime.FINETUNE: SeedValue(78.0, "ends near 78 %, the same as ImageNet"),
 }
 
 

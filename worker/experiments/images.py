@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.specs import ImageKind
 from worker.experiments.errors import ImageError
 
 # The seed's Fig. 3 is "an image with random values in the three RGB channels": every pixel of every
@@ -17,10 +18,10 @@ _SINE_PERIODS = 4  # full periods across the image
 
 def make_input_image(image: str, size: int, seed: int) -> np.ndarray:
     """A uint8 (size, size, 3) image: ``random`` (seeded full-range RGB noise), ``sine``, or a photo."""
-    if image == "random":
+    if image == ImageKind.RANDOM:
         rng = np.random.default_rng(seed)
         return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    if image == "sine":
+    if image == ImageKind.SINE:
         return _sine(size)
     return _photo(Path(image), size)
 

@@ -35,7 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from contract.specs import TrainSpec, spec_hash
+from contract.specs import Regime, TrainSpec, spec_hash
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
@@ -83,7 +83,7 @@ def train_spec_hash(spec: TrainSpec) -> str:
 
 
 def _phases(spec: TrainSpec) -> list[_Phase]:
-    if spec.regime == "finetune":
+    if spec.regime == Regime.FINETUNE:
         head = _Phase("head", 0, spec.head_epochs, spec.lr, base_trainable=False)
         return [head, _Phase("tune", spec.head_epochs, spec.total_epochs, spec.tune_lr, base_trainable=True)]
     return [_Phase("train", 0, spec.epochs, spec.lr, base_trainable=True)]

@@ -416,15 +416,24 @@ def cancel(cli: CliContext, target: str) -> None:
     gone). Cancelling one run leaves the sweep's report: it reports what finished.
     """
     from orchestrator.runs import cancel_run, cancel_sweep
+    from storage.models import RunStatus
 
     lease = cli.settings.lease_seconds
-    lines = (
+    one_run = target.startswith("r-")
+    done = (
         cancel_run(cli.db(), target, lease_seconds=lease)
-        if target.startswith("r-")
+        if one_run
         else cancel_sweep(cli.db(), target, lease_seconds=lease)
     )
-    for line in lines:
-        click.echo(line)
+    for c in done:
+        what = (
+            "cancelled" if c.outcome == RunStatus.CANCELLED else "will stop at the end of its current epoch"
+        )
+        click.echo(f"{c.run}: {what}{f' (depends on {c.because_of})' if c.because_of else ''}")
+    if not one_run:
+        click.echo(
+            f"`orchestrator report {target}` reports what finished; `orchestrator retry {target}` resumes"
+        )
 
 
 @main.command()
@@ -454,8 +463,9 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     if settings.embedded_broker:
         preflight.check_local_run(settings, work)
     sweep_id = sweep_of(db, target)
-    for line in requeue(db, target):
-        click.echo(line)
+    for r in requeue(db, target):
+        resume = " (resumes from its last checkpoint)" if r.resumes else ""
+        click.echo(f"{r.run}: queued again{resume}{f' (depends on {r.because_of})' if r.because_of else ''}")
     console = make_console()
     try:
         dispatch_ready(app, db)
@@ -583,11 +593,15 @@ def workers(cli: CliContext) -> None:
     """Live workers and what they run."""
     from orchestrator.services import live_workers
 
-    rows = live_workers(cli.settings, cli.db())
-    if not rows:
+    states = live_workers(cli.settings, cli.db())
+    if not states:
         click.echo("no live workers (start one with `orchestrator worker`)")
-    for row in rows:
-        click.echo(row)
+    for w in states:
+        doing = ", ".join(f"{run} ({what}, epoch {epoch}/{total})" for run, what, epoch, total in w.running)
+        click.echo(
+            f"{w.name}  {w.device}  slots={w.slots}  seen {w.seen_seconds_ago:.0f}s ago  "
+            f"running: {doing or 'nothing'}"
+        )
 
 
 # ---------------------------------------------------------------- db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import UserError
@@ -39,46 +40,50 @@ def describe(run: Any) -> str:
     return f"{run.id} ({what})"
 
 
-def _cancel_line(run: Any, outcome: RunStatus, why: str = "") -> str:
-    what = describe(run)
-    if outcome == RunStatus.CANCELLED:
-        return f"{what}: cancelled{why}"
-    return f"{what}: will stop at the end of its current epoch{why}"
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancel did to one run: ``outcome`` CANCELLED (at once) or RUNNING (stops at its next
+    epoch boundary); ``because_of`` the run whose cancel took this one along, if any."""
+
+    run: str  # as :func:`describe` says it
+    outcome: RunStatus
+    because_of: str | None = None
 
 
-def cancel_run(db: Database, run_id: str, *, lease_seconds: float) -> list[str]:
+@dataclass(frozen=True)
+class Requeued:
+    run: str  # as :func:`describe` says it
+    resumes: bool  # a training resumes from its last checkpoint
+    because_of: str | None = None
+
+
+def cancel_run(db: Database, run_id: str, *, lease_seconds: float) -> list[Cancelled]:
     """Cancel a run and what cannot run without it. Not the sweep's report: it waits for its
     dependencies to end, not to succeed, so a partial sweep still gets its report."""
-    lines = []
+    done = []
     with db.session() as s:
         run = repo.get_run(s, run_id)
-        lines.append(_cancel_line(run, repo.request_cancel(s, run_id, lease_seconds=lease_seconds)))
+        done.append(Cancelled(describe(run), repo.request_cancel(s, run_id, lease_seconds=lease_seconds)))
         for child in _descendants(s, run_id):
             if child.kind != RunKind.REPORT and child.status in (RunStatus.QUEUED, RunStatus.RUNNING):
-                lines.append(
-                    _cancel_line(
-                        child,
-                        repo.request_cancel(s, child.id, lease_seconds=lease_seconds),
-                        f" (depends on {run_id})",
-                    )
-                )
-    return lines
+                outcome = repo.request_cancel(s, child.id, lease_seconds=lease_seconds)
+                done.append(Cancelled(describe(child), outcome, because_of=run_id))
+    return done
 
 
-def cancel_sweep(db: Database, sweep_id: str, *, lease_seconds: float) -> list[str]:
+def cancel_sweep(db: Database, sweep_id: str, *, lease_seconds: float) -> list[Cancelled]:
     """Cancel every run of a sweep that has not ended, its report included."""
-    lines = []
+    done = []
     with db.session() as s:
         repo.get_sweep(s, sweep_id)
         for run in repo.sweep_runs(s, sweep_id):
             if not run.status.is_terminal:
-                lines.append(_cancel_line(run, repo.request_cancel(s, run.id, lease_seconds=lease_seconds)))
-    if not lines:
+                done.append(
+                    Cancelled(describe(run), repo.request_cancel(s, run.id, lease_seconds=lease_seconds))
+                )
+    if not done:
         raise UserError(f"cancel {sweep_id}: every run of this sweep has already ended")
-    lines.append(
-        f"`orchestrator report {sweep_id}` reports what finished; `orchestrator retry {sweep_id}` resumes"
-    )
-    return lines
+    return done
 
 
 def sweep_of(db: Database, target: str) -> str:
@@ -115,15 +120,14 @@ def _retry_candidates(s: Any, target: str) -> list[Any]:
     return runs
 
 
-def retry(db: Database, target: str) -> list[str]:
+def retry(db: Database, target: str) -> list[Requeued]:
     """Queue a failed or cancelled run again (with its dependents), or every such run of a sweep.
 
     Nothing is sent here: the caller dispatches once the transaction is committed."""
-    lines = []
+    done = []
     with db.session() as s:
         for run in _retry_candidates(s, target):
             repo.retry_run(s, run.id)
-            why = f" (depends on {target})" if run.id != target and target.startswith("r-") else ""
-            resume = " (resumes from its last checkpoint)" if run.kind == RunKind.TRAIN else ""
-            lines.append(f"{describe(run)}: queued again{resume}{why}")
-    return lines
+            because_of = target if run.id != target and target.startswith("r-") else None
+            done.append(Requeued(describe(run), resumes=run.kind == RunKind.TRAIN, because_of=because_of))
+    return done

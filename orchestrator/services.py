@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,21 +31,28 @@ def check_broker(settings: Settings, app: Any = None) -> Any:
     return app
 
 
-def live_workers(settings: Settings, db: Database) -> list[str]:
+@dataclass(frozen=True)
+class WorkerState:
+    name: str
+    device: str
+    slots: int
+    seen_seconds_ago: float
+    running: tuple[tuple[str, str, int, int], ...]  # (run id, "kind label", last epoch, total epochs)
+
+
+def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
     # A worker refreshes its row every heartbeat; two missed leases means it is gone.
     within = 2 * settings.lease_seconds
-    lines = []
-    with db.session() as s:
+    states = []
+    with db.session(readonly=True) as s:
         for w in repo.live_workers(s, within_seconds=within):
-            held = repo.runs_held_by(s, w.name)
-            doing = ", ".join(
-                f"{r.id} ({r.kind} {r.label}, epoch {r.last_epoch}/{r.total_epochs})" for r in held
+            held = tuple(
+                (r.id, f"{r.kind} {r.label}", r.last_epoch, r.total_epochs)
+                for r in repo.runs_held_by(s, w.name)
             )
             seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
-            lines.append(
-                f"{w.name}  {w.device}  slots={w.slots}  seen {seen:.0f}s ago  running: {doing or 'nothing'}"
-            )
-    return lines
+            states.append(WorkerState(w.name, w.device, w.slots, seen, held))
+    return states
 
 
 def live_worker_devices(settings: Settings, db: Database) -> list[str]:

@@ -24,6 +24,7 @@ from contract.specs import REGIMES, ImageKind, image_kind
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
 
 if TYPE_CHECKING:
+    from orchestrator.plans import Plan
     from storage.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -181,6 +182,50 @@ def _common_submit_options(fn: F) -> F:
     return fn
 
 
+def _submit(
+    cli: CliContext,
+    plan: Plan,
+    *,
+    profile: str,
+    overrides: dict[str, str],
+    force: bool,
+    wait: bool | None,
+    alternatives: dict[str, Plan] | None = None,
+) -> None:
+    """Write and send a plan, say what happened, then follow it (or say how to)."""
+    from orchestrator import submit as flow
+
+    settings = cli.settings
+    submitted = flow.submit_plan(
+        settings, cli.db, plan, profile=profile, overrides=overrides, force=force, alternatives=alternatives
+    )
+    for line in submitted.estimate:
+        click.echo(line, err=True)
+    click.echo(f"sweep {submitted.sweep_id}")
+    if submitted.reused:
+        click.echo(
+            f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them"
+        )
+    _follow_or_hint(settings, cli.db(), submitted.sweep_id, wait)
+
+
+def _follow_or_hint(settings: Settings, db: Database, sweep_id: str, wait: bool | None) -> None:
+    """Follow the sweep to its end (default on the embedded broker, with a local worker), or say what to
+    run. Ctrl-C while following: see :func:`orchestrator.follow.interrupt`."""
+    from orchestrator import follow
+    from orchestrator.monitor import make_console
+
+    if wait is None:
+        wait = settings.embedded_broker
+    if not wait:
+        click.echo(follow.next_step_hint(settings, db, sweep_id))
+        return
+    try:
+        follow.follow_to_end(settings, db, sweep_id, make_console())
+    except KeyboardInterrupt:
+        raise Interrupted(follow.interrupt(settings, db, sweep_id, None)) from None
+
+
 @submit.command("all")
 @_common_submit_options
 @click.option("--seeds", default=1, show_default=True, type=int, help="Repetitions of each training regime.")
@@ -213,16 +258,7 @@ def submit_all(
     others = flow.alternative_plans(
         profile, lambda other: plan_all(other, seeds=seeds, base_seed=base_seed, photo=str(photo))
     )
-    flow.submit_plan(
-        cli.settings,
-        cli.db,
-        plan,
-        profile=profile,
-        overrides=overrides,
-        force=force,
-        wait=wait,
-        alternatives=others,
-    )
+    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
 
 
 @submit.command("explain")
@@ -249,16 +285,7 @@ def submit_explain(
     others = flow.alternative_plans(
         profile, lambda other: plan_explain(other, seeds=seeds, base_seed=base_seed)
     )
-    flow.submit_plan(
-        cli.settings,
-        cli.db,
-        plan,
-        profile=profile,
-        overrides=overrides,
-        force=force,
-        wait=wait,
-        alternatives=others,
-    )
+    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
 
 
 @submit.command("train")
@@ -286,16 +313,7 @@ def submit_train(
     others = flow.alternative_plans(
         profile, lambda other: plan_train(other, regime=regime, seeds=seeds, base_seed=base_seed)
     )
-    flow.submit_plan(
-        cli.settings,
-        cli.db,
-        plan,
-        profile=profile,
-        overrides=overrides,
-        force=force,
-        wait=wait,
-        alternatives=others,
-    )
+    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
 
 
 @submit.command("visualize")
@@ -337,15 +355,7 @@ def submit_visualize(
     for photo in photos:
         flow.check_image(photo)
     plan = plan_visualize(values, images=list(images), seed=base_seed, source=source)
-    flow.submit_plan(
-        cli.settings,
-        cli.db,
-        plan,
-        profile=profile,
-        overrides=overrides,
-        force=force,
-        wait=wait,
-    )
+    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait)
 
 
 # ---------------------------------------------------------------- status, cancel, retry
@@ -449,8 +459,6 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     """Queue failed or cancelled runs again: one run (and its dependents) or all of a sweep's.
     Trainings resume from their last checkpoint."""
     from orchestrator import preflight
-    from orchestrator import submit as flow
-    from orchestrator.monitor import make_console
     from orchestrator.runs import retry as requeue
     from orchestrator.runs import retry_targets, sweep_of
     from orchestrator.services import check_broker
@@ -466,17 +474,8 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     for r in requeue(db, target):
         resume = " (resumes from its last checkpoint)" if r.resumes else ""
         click.echo(f"{r.run}: queued again{resume}{f' (depends on {r.because_of})' if r.because_of else ''}")
-    console = make_console()
-    try:
-        dispatch_ready(app, db)
-        if wait is None:
-            wait = settings.embedded_broker
-        if not wait:
-            click.echo(flow.next_step_hint(settings, db, sweep_id))
-            return
-        flow.follow_to_end(settings, db, sweep_id, console)
-    except KeyboardInterrupt:
-        raise Interrupted(flow.interrupt(settings, db, sweep_id, None)) from None
+    dispatch_ready(app, db)
+    _follow_or_hint(settings, db, sweep_id, wait)
 
 
 # ---------------------------------------------------------------- check

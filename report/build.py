@@ -8,7 +8,6 @@ that a training needs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from report.html import render_html
 from report.markdown import render_markdown
 from report.settings import settings_table
 from report.tables import results_table
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactStore, write_atomically
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,7 @@ def default_out_dir(artifacts_root: Path, sweep_id: str) -> Path:
 
 def _write_text(path: Path, text: str) -> None:
     """Atomic: a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def build_report(

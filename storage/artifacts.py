@@ -92,6 +92,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` so that a reader sees the old file or the new one, never half of one:
+    a unique temporary file in the same folder, fsynced, renamed, the folder fsynced; the mode ``open()``
+    would give. For files outside a store too (``orchestrator report --out``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _chmod_like_open(fh.fileno(), tmp)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -139,20 +158,7 @@ class ArtifactStore:
         return self.root / self.validate_name(relpath)
 
     def write_bytes(self, relpath: str, data: bytes) -> StoredFile:
-        target = self.absolute(relpath)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                _chmod_like_open(fh.fileno(), tmp)
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_atomically(self.absolute(relpath), data)
         return StoredFile(self.validate_name(relpath), hashlib.sha256(data).hexdigest(), len(data))
 
     def write_file(self, relpath: str, src: Path) -> StoredFile:

@@ -138,7 +138,8 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("r"))
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     kind: Mapped[RunKind] = mapped_column(_str_enum(RunKind))
-    # A short human label: the regime for trainings, "<image>/<layer>" for visualizations.
+    # A short human label: the regime (or the explain plan's variant, e.g. "imagenet+upscaled") for
+    # trainings, the image kind ("random", "sine", "photo") for visualizations, "report" for the report.
     label: Mapped[str] = mapped_column(String(128), default="")
     spec: Mapped[dict[str, Any]] = mapped_column()
     spec_hash: Mapped[str] = mapped_column(String(64), index=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from contract.records import EpochRecord
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage import repository as repo  # noqa: E402
@@ -37,16 +39,18 @@ def _write(url: str, run_id: str, epochs: int, barrier: object | None = None) ->
             repo.record_epoch(
                 s,
                 run_id,
+                EpochRecord(
+                    epoch=epoch,
+                    phase="train",
+                    loss=1.0,
+                    accuracy=0.5,
+                    val_loss=1.1,
+                    val_accuracy=0.4,
+                    lr=0.01,
+                    seconds=1.0,
+                    images_per_second=1000.0,
+                ),
                 fence=claimed.fence,
-                epoch=epoch,
-                phase="train",
-                loss=1.0,
-                accuracy=0.5,
-                val_loss=1.1,
-                val_accuracy=0.4,
-                lr=0.01,
-                seconds=1.0,
-                images_per_second=1000.0,
             )
     return time.perf_counter() - start
 

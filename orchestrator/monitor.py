@@ -145,20 +145,7 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
         record["spec"] = summary.spec
         record["seed"] = summary.seed
         record["traceback"] = summary.traceback
-        record["history"] = [
-            {
-                "epoch": m.epoch,
-                "phase": m.phase,
-                "loss": m.loss,
-                "accuracy": m.accuracy,
-                "val_loss": m.val_loss,
-                "val_accuracy": m.val_accuracy,
-                "lr": m.lr,
-                "seconds": m.seconds,
-                "images_per_second": m.images_per_second,
-            }
-            for m in repo.metric_history(s, source.id)
-        ]
+        record["history"] = [r.to_dict() for r in repo.epoch_history(s, source.id)]
         # Paths relative to $CONVLAB_HOME/artifacts; the files whose results the run stands on.
         record["artifacts"] = [
             {"path": a.path, "sha256": a.sha256, "bytes": a.bytes} for a in repo.artifacts_of(s, source.id)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contract.records import EpochRecord
 from contract.specs import REGIMES, ImageKind, Regime, image_kind
 from storage.artifacts import ArtifactStore
 from storage.models import Artifact, EpochMetric, Run, RunDependency, Sweep
@@ -46,19 +47,6 @@ class NoSweepError(ReportError):
 def _text(value: Any) -> str:
     """Status and kind columns may come back as plain strings or as the str Enums."""
     return str(getattr(value, "value", value))
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    epoch: int
-    phase: str
-    loss: float
-    accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    lr: float
-    seconds: float
-    images_per_second: float
 
 
 @dataclass(frozen=True)
@@ -97,7 +85,7 @@ class RunInfo:
 class TrainRun:
     run: RunInfo
     regime: str
-    epochs: tuple[EpochRow, ...]
+    epochs: tuple[EpochRecord, ...]
 
     @property
     def label(self) -> str:
@@ -280,20 +268,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
         info = infos[run.id] = _run_info(run, source)
         if kind == "train":
             regime = str((run.spec or {}).get("regime") or run.label)
-            rows = tuple(
-                EpochRow(
-                    epoch=m.epoch,
-                    phase=m.phase,
-                    loss=m.loss,
-                    accuracy=m.accuracy,
-                    val_loss=m.val_loss,
-                    val_accuracy=m.val_accuracy,
-                    lr=m.lr,
-                    seconds=m.seconds,
-                    images_per_second=m.images_per_second,
-                )
-                for m in epochs.get(source.id, [])
-            )
+            rows = tuple(EpochRecord.of(m) for m in epochs.get(source.id, []))
             target = train if (run.label or regime) == regime else variants
             target.setdefault(run.label or regime, []).append(TrainRun(run=info, regime=regime, epochs=rows))
         elif kind == "visualize":

@@ -45,7 +45,7 @@ def run_train(ctx: RunContext) -> None:
         # Make sure every epoch the checkpoint holds is stored (upsert, so never twice).
         with ctx.db.session() as s:
             for record in resumed.history:
-                repo.record_epoch(s, ctx.run_id, fence=ctx.fence, **record.to_dict())
+                repo.record_epoch(s, ctx.run_id, record, fence=ctx.fence)
 
     data = load_cifar10(
         ctx.settings.cifar10_path,
@@ -61,7 +61,7 @@ def run_train(ctx: RunContext) -> None:
         model_rel = f"{checkpoint_rel}/{model_file_name(record.epoch)}"
         files = [_stored(ctx, rel) for rel in (model_rel, state_rel)]
         with ctx.db.session() as s:
-            repo.record_epoch(s, ctx.run_id, fence=ctx.fence, **record.to_dict(), checkpoint=state_rel)
+            repo.record_epoch(s, ctx.run_id, record, fence=ctx.fence, checkpoint=state_rel)
             repo.commit_checkpoint_files(s, ctx.run_id, fence=ctx.fence, files=files)
             ctx.cancel_seen = repo.cancel_requested(s, ctx.run_id)
         while superseded:  # no longer the run's checkpoint: no one will read it again

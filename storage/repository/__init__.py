@@ -16,7 +16,7 @@ One module per noun; everything public is re-exported here, so callers write
 
 from __future__ import annotations
 
-from storage.repository.epochs import metric_history, record_epoch
+from storage.repository.epochs import epoch_history, metric_history, record_epoch
 from storage.repository.files import (
     add_artifact,
     artifact_at,
@@ -89,6 +89,7 @@ __all__ = [
     "lost_messages",
     "mark_enqueued",
     "mark_received",
+    "epoch_history",
     "metric_history",
     "ready_unenqueued_runs",
     "record_environment",

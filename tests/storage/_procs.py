@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from contract.records import EpochRecord
 from storage import repository as repo
 from storage.db import database_for_url
 from storage.models import Run
@@ -40,16 +41,18 @@ def write_epochs(url: str, run_id: str, epochs: int, barrier: Any, results: Any)
                 repo.record_epoch(
                     s,
                     run_id,
+                    EpochRecord(
+                        epoch=epoch,
+                        phase="train",
+                        loss=1.0 / epoch,
+                        accuracy=epoch / (epochs + 1),
+                        val_loss=None,
+                        val_accuracy=None,
+                        lr=0.01,
+                        seconds=0.1,
+                        images_per_second=1000.0,
+                    ),
                     fence=claimed.fence,
-                    epoch=epoch,
-                    phase="train",
-                    loss=1.0 / epoch,
-                    accuracy=epoch / (epochs + 1),
-                    val_loss=None,
-                    val_accuracy=None,
-                    lr=0.01,
-                    seconds=0.1,
-                    images_per_second=1000.0,
                 )
         results.put((run_id, "ok", None))
     except Exception:  # noqa: BLE001

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from contract.records import EpochRecord
 from storage import repository as repo
 from storage.models import Run, RunKind, RunStatus
 
@@ -60,4 +61,4 @@ def epoch(s: Session, run_id: str, n: int, *, fence: int, **kw: Any) -> None:
         "images_per_second": 100.0 * n,
     }
     values.update(kw)
-    repo.record_epoch(s, run_id, fence=fence, epoch=n, **values)
+    repo.record_epoch(s, run_id, EpochRecord(epoch=n, **values), fence=fence)

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from contract.records import EpochRecord
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import IllegalTransition, LeaseLost, NotFound
@@ -108,8 +109,12 @@ def test_a_stale_attempt_can_write_nothing_after_a_takeover(db: Database, same_w
     assert old is not None
     with db.session() as s:
         epoch(s, run_id, 1, fence=old.fence, loss=1.0)
-        repo.record_epoch(  # the checkpoint the run stands on, committed with its epoch
-            s, run_id, fence=old.fence, **_values(2, 0.9), checkpoint="runs/x/attempt-1/state-e0002.json"
+        repo.record_epoch(
+            s,
+            run_id,
+            EpochRecord(**_values(2, 0.9)),
+            fence=old.fence,
+            checkpoint="runs/x/attempt-1/state-e0002.json",
         )
     _age_heartbeat(db, run_id)  # the old attempt is paused past its lease
     new = _claim(db, run_id, "w1" if same_worker_name else "w2")
@@ -121,7 +126,11 @@ def test_a_stale_attempt_can_write_nothing_after_a_takeover(db: Database, same_w
     refused = [
         lambda s: epoch(s, run_id, 3, fence=old.fence, loss=99.0),
         lambda s: repo.record_epoch(
-            s, run_id, fence=old.fence, **_values(3, 99.0), checkpoint="runs/x/attempt-1/state-e0003.json"
+            s,
+            run_id,
+            EpochRecord(**_values(3, 99.0)),
+            fence=old.fence,
+            checkpoint="runs/x/attempt-1/state-e0003.json",
         ),
         lambda s: repo.add_artifact(
             s, run_id, fence=old.fence, kind=ArtifactKind.IMAGE, path="runs/x/zombie.png", sha256="z", size=1

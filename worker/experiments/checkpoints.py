@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract.records import EpochRecord
 from worker.experiments.errors import ExperimentError
-from worker.experiments.records import EpochRecord
 
 if TYPE_CHECKING:
     import keras

@@ -35,6 +35,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from contract.records import EpochRecord
 from contract.specs import Regime, TrainSpec, spec_hash
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
@@ -50,7 +51,6 @@ from worker.experiments.checkpoints import (
 from worker.experiments.data import Cifar10
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
-from worker.experiments.records import EpochRecord
 
 __all__ = ["EpochRecord", "TrainResult", "train", "read_checkpoint_history", "train_spec_hash"]
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
+from contract.records import EpochRecord
 from contract.settings import load_settings
 from orchestrator.cli import main
 from storage import repository as repo
@@ -58,8 +59,9 @@ def _finished_training(home: Path) -> tuple[str, str, str]:
     image = store.write_bytes(f"runs/{vis}/attempt-{vis_fence}/input.png", b"png")
     with db.session() as s:
         for record in history:
-            extra = {"checkpoint": state_file.path} if record["epoch"] == 2 else {}
-            repo.record_epoch(s, train, fence=fence, seconds=1.0, images_per_second=10.0, **record, **extra)  # type: ignore[arg-type]
+            checkpoint = state_file.path if record["epoch"] == 2 else None
+            values = EpochRecord(seconds=1.0, images_per_second=10.0, **record)  # type: ignore[arg-type]
+            repo.record_epoch(s, train, values, fence=fence, checkpoint=checkpoint)
         repo.commit_checkpoint_files(
             s, train, fence=fence, files=[(f.path, f.sha256, f.size) for f in (model, state_file)]
         )

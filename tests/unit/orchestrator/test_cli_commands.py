@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from contract.records import EpochRecord
 from contract.settings import load_settings
 from orchestrator.cli import main
 from storage import repository as repo
@@ -77,16 +78,18 @@ def sweep(home: Path) -> dict[str, str]:
         repo.record_epoch(
             s,
             ids["imagenet"],
+            EpochRecord(
+                epoch=1,
+                phase="train",
+                loss=1.5,
+                accuracy=0.3,
+                val_loss=1.6,
+                val_accuracy=0.33550000190734863,
+                lr=1e-4,
+                seconds=60.0,
+                images_per_second=800.0,
+            ),
             fence=fences["imagenet"],
-            epoch=1,
-            phase="train",
-            loss=1.5,
-            accuracy=0.3,
-            val_loss=1.6,
-            val_accuracy=0.33550000190734863,
-            lr=1e-4,
-            seconds=60.0,
-            images_per_second=800.0,
         )
         repo.finish_run(s, ids["scratch"], RunStatus.SUCCEEDED, fence=fences["scratch"])
         repo.fail_run(s, ids["sine"], ERROR + "\nTraceback (most recent call last): ...")

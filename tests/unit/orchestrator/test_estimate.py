@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from contract.profiles import resolve_profile
+from contract.records import EpochRecord
 from contract.settings import load_settings
 from orchestrator import estimate
 from orchestrator.estimate import Device
@@ -45,16 +46,18 @@ def record_training(db: Database, profile: str, device: str, seconds: list[float
             repo.record_epoch(
                 s,
                 run.id,
+                EpochRecord(
+                    epoch=epoch,
+                    phase="train",
+                    loss=1.0,
+                    accuracy=0.5,
+                    val_loss=1.0,
+                    val_accuracy=0.5,
+                    lr=1e-4,
+                    seconds=took,
+                    images_per_second=1.0,
+                ),
                 fence=claimed.fence,
-                epoch=epoch,
-                phase="train",
-                loss=1.0,
-                accuracy=0.5,
-                val_loss=1.0,
-                val_accuracy=0.5,
-                lr=1e-4,
-                seconds=took,
-                images_per_second=1.0,
             )
         repo.finish_run(s, run.id, RunStatus.SUCCEEDED, fence=claimed.fence)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.records import EpochRecord
 from contract.settings import load_settings
 from orchestrator import monitor
 from storage import repository as repo
@@ -63,7 +64,10 @@ def test_progress_of_an_epoch_already_recorded_is_ignored(db: Database) -> None:
         )
         metrics = {"loss": 2.0, "accuracy": 0.2, "val_loss": 2.1, "val_accuracy": 0.2, "lr": 1e-4}
         repo.record_epoch(
-            s, run, fence=fence, epoch=1, phase="train", seconds=70.0, images_per_second=800.0, **metrics
+            s,
+            run,
+            EpochRecord(epoch=1, phase="train", seconds=70.0, images_per_second=800.0, **metrics),
+            fence=fence,
         )
     (row,) = monitor.sweep_rows(db, sweep)
     assert row.epoch == 1 and row.epoch_fraction is None

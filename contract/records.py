@@ -1,4 +1,6 @@
-"""Plain records of a training (no Keras), so the storage side can read them without TensorFlow."""
+"""The record of one finished epoch: written by the engine, stored by storage (one row per epoch), shown
+by status and the report. Its fields are listed here and nowhere else (storage's table has one column
+each); every layer passes this type, or its ``to_dict()``."""
 
 from __future__ import annotations
 
@@ -26,6 +28,15 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, row: Any) -> EpochRecord:
+        """From anything with these attributes (storage's epoch row)."""
+        return cls(**{name: getattr(row, name) for name in cls.field_names()})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochRecord:

@@ -16,8 +16,9 @@ from report.beyond import BeyondTable
 from report.data import ReportData, RunInfo
 from report.failures import Failure
 from report.figures import FigureSpec
+from report.outline import outline
 from report.provenance import Provenance, provenance
-from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
+from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, runs_of
 from report.settings import SettingsTable
 from report.tables import ResultsTable, row_cells, table_header
 from report.webimage import web_png
@@ -172,7 +173,6 @@ def render_html(
     beyond: BeyondTable | None,
 ) -> str:
     s = data.sweep
-    by_number = {spec.number: (spec, png) for spec, png in figures}
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(s.overrides.items())) or "none"
     parts = [
         "<!DOCTYPE html>",
@@ -185,21 +185,19 @@ def render_html(
         f"{escape(data.loaded_at.strftime('%Y-%m-%d %H:%M %Z'))}. Figures are embedded at screen size as "
         "256-colour PNGs; the full-colour PNG and the PDF of each are beside this file.</p>",
     ]
-    lines = [*[w for w in warnings if not w.startswith("Fig. ")], *placeholder_line(figures)]
-    if lines:
-        parts.append('<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in lines) + "</ul>")
-    parts.append("<h2>Settings</h2>" + _settings(settings))
-    if fails:
-        parts.append(_failures(fails))
-    parts.append("<h2>Exercise 3: training regimes</h2>")
-    parts.extend(_figure(*by_number[n]) for n in (1, 2) if n in by_number)
-    parts.append("<h3>Results</h3>" + _results(table))
-    parts.append(_section_prov(data, runs_of(data.train)))
-    if any(n in by_number for n in range(3, 9)):
-        parts.append("<h2>Exercise 4: what the last convolutional layers respond to</h2>")
-        parts.extend(_figure(*by_number[n]) for n in range(3, 9) if n in by_number)
-        parts.append(_section_prov(data, runs_of(data.visualizations)))
-    if beyond is not None:
-        parts.append(_beyond(beyond, [by_number[n] for n in sorted(by_number) if n > 8], data))
+    render = {
+        "warnings": lambda notes: (
+            '<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in notes) + "</ul>"
+        ),
+        "heading": lambda h: f"<h{h[0]}>{escape(h[1])}</h{h[0]}>",
+        "settings": _settings,
+        "failures": _failures,
+        "figure": lambda f: _figure(*f),
+        "results": _results,
+        "provenance": lambda runs: _section_prov(data, runs),
+        "beyond": lambda b: _beyond(b[0], b[1], data),
+    }
+    for item in outline(data, table, figures, warnings, settings=settings, fails=fails, beyond=beyond):
+        parts.append(render[item.kind](item.value))
     parts.append("</body></html>")
     return "\n".join(parts)

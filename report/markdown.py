@@ -9,8 +9,9 @@ from report.beyond import BeyondTable
 from report.data import ReportData, RunInfo
 from report.failures import Failure
 from report.figures import FigureSpec
+from report.outline import outline
 from report.provenance import Provenance, provenance
-from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, placeholder_line, runs_of
+from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, runs_of
 from report.settings import SettingsTable
 from report.tables import ResultsTable, row_cells, table_header
 
@@ -126,7 +127,6 @@ def render_markdown(
     beyond: BeyondTable | None,
 ) -> str:
     s = data.sweep
-    by_number = {spec.number: (spec, png) for spec, png in figures}
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(s.overrides.items())) or "none"
     parts = [
         f"# MobileNet + Dense(10) on CIFAR-10 — sweep {s.id}",
@@ -135,23 +135,16 @@ def render_markdown(
         f"report built {data.loaded_at.strftime('%Y-%m-%d %H:%M %Z')}.",
         "",
     ]
-    lines = [*[w for w in warnings if not w.startswith("Fig. ")], *placeholder_line(figures)]
-    if lines:
-        parts.extend(f"- ⚠ {w}" for w in lines)
-        parts.append("")
-    parts.append("## Settings\n")
-    parts.append(_settings(settings))
-    if fails:
-        parts.append(_failures(fails))
-    parts.append("## Exercise 3: training regimes\n")
-    parts.extend(_figure(*by_number[n]) for n in (1, 2) if n in by_number)
-    parts.append("### Results\n")
-    parts.append(_results(table))
-    parts.append(_section_prov(data, runs_of(data.train)))
-    if any(n in by_number for n in range(3, 9)):
-        parts.append("## Exercise 4: what the last convolutional layers respond to\n")
-        parts.extend(_figure(*by_number[n]) for n in range(3, 9) if n in by_number)
-        parts.append(_section_prov(data, runs_of(data.visualizations)))
-    if beyond is not None:
-        parts.append(_beyond(beyond, [by_number[n] for n in sorted(by_number) if n > 8], data))
+    render = {
+        "warnings": lambda notes: "\n".join(f"- ⚠ {w}" for w in notes) + "\n",
+        "heading": lambda h: f"{'#' * h[0]} {h[1]}\n",
+        "settings": _settings,
+        "failures": _failures,
+        "figure": lambda f: _figure(*f),
+        "results": _results,
+        "provenance": lambda runs: _section_prov(data, runs),
+        "beyond": lambda b: _beyond(b[0], b[1], data),
+    }
+    for item in outline(data, table, figures, warnings, settings=settings, fails=fails, beyond=beyond):
+        parts.append(render[item.kind](item.value))
     return "\n".join(parts)

@@ -6,6 +6,7 @@ it shows. Missing data never raises: the figure becomes a visible placeholder th
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
 from report.failures import Failure, failures, reference
 from report.notes import accuracy_notes, loss_notes
 from report.tables import REGIME_LABELS
+from storage.artifacts import write_atomically
 
 COLORS: dict[str, str] = {Regime.SCRATCH: "#1f77b4", Regime.IMAGENET: "#d62728", Regime.FINETUNE: "#2ca02c"}
 DPI = 110
@@ -48,10 +50,12 @@ class FigureSpec:
 
 
 def save(spec: FigureSpec, out_dir: Path) -> tuple[Path, Path]:
-    """Write PNG and PDF from the same figure object."""
+    """Write PNG and PDF from the same figure object, each atomically (a reader never sees half)."""
     png, pdf = out_dir / f"{spec.stem}.png", out_dir / f"{spec.stem}.pdf"
-    spec.figure.savefig(png, dpi=DPI, format="png")
-    spec.figure.savefig(pdf, format="pdf")
+    for path, options in ((png, {"dpi": DPI, "format": "png"}), (pdf, {"format": "pdf"})):
+        buffer = io.BytesIO()
+        spec.figure.savefig(buffer, **options)  # type: ignore[arg-type]
+        write_atomically(path, buffer.getvalue())
     return png, pdf
 
 

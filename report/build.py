@@ -21,6 +21,7 @@ from report.failures import failures
 from report.figures import FigureSpec, all_figures, save
 from report.html import render_html
 from report.markdown import render_markdown
+from report.outline import outline
 from report.settings import settings_table
 from report.tables import results_table
 from storage.artifacts import ArtifactStore, write_atomically
@@ -87,9 +88,10 @@ def render_report(
             warnings.append(f"Fig. {spec.number} ({spec.stem}) is a placeholder: {spec.missing}")
 
     html_path, md_path = out / "report.html", out / "report.md"
-    html = render_html(data, table, written, warnings, settings=settings, fails=fails, beyond=beyond)
+    items = outline(data, table, written, warnings, settings=settings, fails=fails, beyond=beyond)
+    html = render_html(data, items)
     _write_text(html_path, html)
-    md = render_markdown(data, table, written, warnings, settings=settings, fails=fails, beyond=beyond)
+    md = render_markdown(data, items)
     _write_text(md_path, md)
     return ReportResult(
         sweep_id=data.sweep.id,

@@ -16,7 +16,7 @@ from report.beyond import BeyondTable
 from report.data import ReportData, RunInfo
 from report.failures import Failure
 from report.figures import FigureSpec
-from report.outline import outline
+from report.outline import Item
 from report.provenance import Provenance, provenance
 from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, runs_of
 from report.settings import SettingsTable
@@ -162,16 +162,8 @@ def _beyond(table: BeyondTable, figures: Sequence[tuple[FigureSpec, Path]], data
     )
 
 
-def render_html(
-    data: ReportData,
-    table: ResultsTable,
-    figures: Sequence[tuple[FigureSpec, Path]],
-    warnings: Sequence[str],
-    *,
-    settings: SettingsTable,
-    fails: Sequence[Failure],
-    beyond: BeyondTable | None,
-) -> str:
+def render_html(data: ReportData, items: Sequence[Item]) -> str:
+    """The document for ``items`` (see :func:`report.outline.outline`)."""
     s = data.sweep
     overrides = ", ".join(f"{k}={v}" for k, v in sorted(s.overrides.items())) or "none"
     parts = [
@@ -197,7 +189,6 @@ def render_html(
         "provenance": lambda runs: _section_prov(data, runs),
         "beyond": lambda b: _beyond(b[0], b[1], data),
     }
-    for item in outline(data, table, figures, warnings, settings=settings, fails=fails, beyond=beyond):
-        parts.append(render[item.kind](item.value))
+    parts.extend(render[item.kind](item.value) for item in items)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -170,17 +170,28 @@ def _values(n: int, loss: float) -> dict[str, object]:
 
 def test_leases_use_the_database_clock_not_the_hosts(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker whose clock runs an hour behind must not look dead the moment it claims or beats."""
-    import storage.models
+    import sys
+
+    import storage.repository  # noqa: F401 - its modules must be loaded to be patched
 
     with db.session() as s:
         run_id = make_run(s).id
-    monkeypatch.setattr(storage.models, "utcnow", lambda: utcnow() - timedelta(hours=1))
+    # Every place Python's clock could reach the database from: the models' defaults and each
+    # repository module that imported ``utcnow`` (patching only storage.models would miss those).
+    behind = lambda: utcnow() - timedelta(hours=1)  # noqa: E731
+    patched = [m for name, m in sys.modules.items() if name.startswith("storage.") and hasattr(m, "utcnow")]
+    assert any(m.__name__ == "storage.models" for m in patched)
+    for module in patched:
+        monkeypatch.setattr(module, "utcnow", behind)
     run = _claim(db, run_id)
     assert run is not None
-    with db.session() as s:
-        assert repo.heartbeat(s, run_id, run.fence)
+    with db.session() as s:  # just claimed: fresh, whatever this host's clock says
         assert repo.stale_runs(s, lease_seconds=60) == []
         assert not repo.requeue_stale_run(s, run_id, lease_seconds=60)
+    with db.session() as s:
+        assert repo.heartbeat(s, run_id, run.fence)
+    with db.session() as s:  # just beaten: still fresh
+        assert repo.stale_runs(s, lease_seconds=60) == []
         repo.upsert_worker(s, name="w1", host="h", pid=1, device="cpu", slots=1)
     with db.session() as s:
         assert [w.name for w in repo.live_workers(s, within_seconds=60)] == ["w1"]

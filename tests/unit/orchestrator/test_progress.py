@@ -21,7 +21,7 @@ def db(tmp_path: Path) -> Database:
     reset_databases()
 
 
-def _running(db: Database) -> tuple[str, str, int]:
+def _running(db: Database, epochs: int = 60) -> tuple[str, str, int]:
     with db.session() as s:
         sweep = repo.create_sweep(s, plan="all", profile="paper", overrides={}, code_version="t").id
         run = repo.create_run(
@@ -32,7 +32,7 @@ def _running(db: Database) -> tuple[str, str, int]:
             spec={"batch_size": 32},
             spec_hash="h",
             seed=0,
-            total_epochs=60,
+            total_epochs=epochs,
         ).id
         fence = repo.claim_run(s, run, worker="w", device="cpu", lease_seconds=60).fence  # type: ignore[union-attr]
     return sweep, run, fence
@@ -51,7 +51,6 @@ def test_progress_in_the_first_epoch_shows_in_status(db: Database) -> None:
     assert row.eta_seconds == pytest.approx(62.4 * 59.75)
     cells = monitor._cells(row, monitor._LAYOUTS[0], ascii_only=True)
     assert cells["epoch"] == "0/60 +25%"
-    assert str(cells["progress"]).count("#") == round(16 * 0.25 / 60)  # a partial bar, not an empty one
     detail = monitor.run_detail(db, run)
     assert detail["epoch_fraction"] == 0.25 and detail["live_images_per_second"] == 800.0
 
@@ -80,3 +79,16 @@ def test_a_new_attempt_starts_without_the_old_progress(db: Database) -> None:
         repo.heartbeat(s, run, fence, progress={"epoch": 1, "batches": 5, "of": 10, "images_per_second": 1.0})
         assert repo.hand_back_run(s, run, fence=fence)
         assert repo.get_run(s, run).progress is None
+
+
+def test_the_bar_fills_inside_an_epoch(db: Database) -> None:
+    sweep, run, fence = _running(db, epochs=2)
+    (before,) = monitor.sweep_rows(db, sweep)
+    with db.session() as s:
+        repo.heartbeat(
+            s, run, fence, progress={"epoch": 1, "batches": 780, "of": 1560, "images_per_second": 800.0}
+        )
+    (during,) = monitor.sweep_rows(db, sweep)
+    bar = lambda row: str(monitor._cells(row, monitor._LAYOUTS[0], ascii_only=True)["progress"])  # noqa: E731
+    assert bar(before).count("#") == 0
+    assert bar(during).count("#") == 4  # half of the first of two epochs: a quarter of 16 cells

@@ -27,6 +27,16 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "3",
         "a run that loses its worker this many times is failed, not retried forever",
     ),
+    "CONVLAB_COMPILE_CACHE": (
+        "on",
+        "on: compiled XLA programs are kept under $CONVLAB_HOME/cache/xla and reused by every later task on "
+        "this machine (whoever can write that folder runs code in the workers); off: each task compiles",
+    ),
+    "CONVLAB_TRAIN_LOOP": (
+        "device",
+        "device: an epoch runs as a few compiled multi-step calls (JAX: data on the accelerator, scanned "
+        "steps; TensorFlow: Keras's steps_per_execution loop); fit: Keras's model.fit, one call per batch",
+    ),
     # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
     "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
     "CONVLAB_WORKER_SLOTS": ("1", "how many tasks the worker runs at once"),
@@ -60,6 +70,8 @@ class Settings:
     max_attempts: int = 3
     worker_device: str = ""
     worker_slots: int = 1
+    compile_cache: bool = True
+    train_loop: str = "device"
 
     @property
     def database_url(self) -> str:
@@ -74,6 +86,11 @@ class Settings:
         return max(0.5, min(self.heartbeat_seconds, self.lease_seconds / 3))
 
     @property
+    def compile_cache_dir(self) -> Path | None:
+        """Where compiled XLA programs are kept for every task on this machine; None when switched off."""
+        return self.home / "cache" / "xla" if self.compile_cache else None
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 
@@ -84,6 +101,16 @@ class Settings:
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
+
+
+TRAIN_LOOPS = ("device", "fit")
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name) or DEFAULTS[name][0]
+    if raw.strip().lower() not in allowed:
+        raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+    return raw.strip().lower()
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +130,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=int(attempts_raw),
         worker_device=env.get("CONVLAB_WORKER_DEVICE", ""),
         worker_slots=int(env.get("CONVLAB_WORKER_SLOTS") or 1),
+        compile_cache=_choice(env, "CONVLAB_COMPILE_CACHE", ("on", "off")) == "on",
+        train_loop=_choice(env, "CONVLAB_TRAIN_LOOP", TRAIN_LOOPS),
     )
 
 

@@ -1,10 +1,12 @@
-"""mask_url: no password reaches a message or a log, whether in the userinfo or in the query string."""
+"""Settings: URLs never leak a password; the engine switches default on and reject a mistyped value."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from contract.settings import mask_url
+from contract.settings import SettingsError, load_settings, mask_url
 
 
 @pytest.mark.parametrize(
@@ -58,3 +60,26 @@ def test_password_in_query_is_masked(url: str, masked: str) -> None:
 )
 def test_url_without_password_is_unchanged(url: str) -> None:
     assert mask_url(url) == url
+
+
+def test_engine_settings_default_to_the_fast_path_and_the_cache() -> None:
+    settings = load_settings({"CONVLAB_HOME": "/tmp/h"})
+    assert settings.train_loop == "device"
+    assert settings.compile_cache_dir == Path("/tmp/h/cache/xla")
+
+
+def test_engine_settings_can_be_switched_off() -> None:
+    settings = load_settings({"CONVLAB_TRAIN_LOOP": "FIT", "CONVLAB_COMPILE_CACHE": "off"})
+    assert settings.train_loop == "fit"
+    assert settings.compile_cache_dir is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [("CONVLAB_TRAIN_LOOP", "fast", "device, fit"), ("CONVLAB_COMPILE_CACHE", "yes", "on, off")],
+)
+def test_a_mistyped_engine_setting_names_the_variable_and_what_is_allowed(
+    name: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}='{value}': expected one of {allowed}$"):
+        load_settings({name: value})

@@ -87,6 +87,7 @@ def run_train(ctx: RunContext) -> None:
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
         on_progress=on_progress,
+        loop=ctx.settings.train_loop,
     )
     if result.stopped and result.epochs_completed < result.total_epochs:
         return

@@ -13,20 +13,25 @@ plain Keras code did (unfreezing ``base.trainable`` without ``training=False``).
 warning: the first ``tune`` epochs can disturb the pretrained statistics. ``spec.tune_bn = "frozen"`` does
 what the guide does instead (see ``models.freeze_batchnorm``), to measure what the seed's way costs.
 
-Each phase is one ``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption), with one
-callback that has no batch hooks, so the engine trains as fast as a bare ``fit``. After each epoch the
-checkpoint is saved first (see ``checkpoints``), then ``on_epoch`` is called, then older checkpoints are
-pruned, then ``should_stop``.
+The loop (``loop``, from ``CONVLAB_TRAIN_LOOP``): ``device`` (the default) runs each epoch as a few
+compiled multi-step calls with the data on the accelerator (``device_loop``: a JAX ``lax.scan`` of Keras's
+own train step, or ``fit`` with ``steps_per_execution`` on TensorFlow); ``fit`` makes each phase one plain
+``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption). Both compute the same
+per-epoch metrics (tested). After each epoch the checkpoint is saved first (see ``checkpoints``), then
+``on_epoch`` is called, then older checkpoints are pruned, then ``should_stop``.
 
-Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and shuffling, and on the
-TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then give
-identical metrics. A resumed run is not bit-identical to an uninterrupted one (the shuffle order after the
-resume point differs) but covers the same epochs with the same number of optimizer steps.
+Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and ``fit``'s shuffling, and
+on the TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then
+give identical metrics. The JAX device loop draws each epoch's order from (seed, epoch), so a resume sees
+the same order an uninterrupted run would; under ``fit`` a resumed run is not bit-identical to an
+uninterrupted one (the shuffle order after the resume point differs) but covers the same epochs with the
+same number of optimizer steps.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,7 @@ from worker.experiments.checkpoints import (
     save_checkpoint,
 )
 from worker.experiments.data import Cifar10
+from worker.experiments.device_loop import JaxEpochLoop, steps_per_execution, uses_scan
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
 
@@ -97,11 +103,12 @@ def _seed(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _compile(model: keras.Model, lr: float) -> None:
+def _compile(model: keras.Model, lr: float, *, loop: str = "fit") -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=lr),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution(loop),
     )
 
 
@@ -119,6 +126,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: ProgressHandler | None = None,
+    loop: str = "device",
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
@@ -127,7 +135,8 @@ def train(
     saved, ``on_epoch`` is called; only when it returns are older checkpoints in ``checkpoint_dir``
     removed, so an exception from it (a worker whose commit was refused) leaves every file in place.
     ``stopped`` is True only when ``should_stop`` ended the run before its last epoch. ``on_progress``
-    (epoch, batches done, images/s) is told about every batch, from Keras's callback thread.
+    (epoch, batches done, images/s) is told about every batch (every compiled call in the device loop),
+    from Keras's callback thread or the training thread. ``loop`` is ``"device"`` or ``"fit"`` (module doc).
     """
     spec.validate()
     checkpoint_dir = Path(checkpoint_dir)
@@ -155,7 +164,10 @@ def train(
         )
     x_train = data.x_train.astype(np.float32)
     y_train = keras.utils.to_categorical(data.y_train, NUM_CLASSES).astype(np.float32)
-    validation = (data.x_val.astype(np.float32), keras.utils.to_categorical(data.y_val, NUM_CLASSES))
+    validation = (
+        data.x_val.astype(np.float32),
+        keras.utils.to_categorical(data.y_val, NUM_CLASSES).astype(np.float32),
+    )
     n_train = len(x_train)
 
     history = list(state.history) if state else []
@@ -173,7 +185,7 @@ def train(
             base_of(model).trainable = phase.base_trainable
             if phase.name == "tune" and spec.tune_bn == "frozen":
                 freeze_batchnorm(base_of(model))
-            _compile(model, phase.lr)
+            _compile(model, phase.lr, loop=loop)
             compiled_phase = phase.name
 
         def end_epoch(
@@ -207,6 +219,19 @@ def train(
                 stopped = True
             return stopped
 
+        if uses_scan(loop):
+            epochs = JaxEpochLoop(
+                model, x_train, y_train, validation, batch_size=spec.batch_size, seed=spec.seed
+            )
+            for epoch0 in range(done, phase.end):
+                started = time.perf_counter()
+                report = _chunk_reporter(on_progress, epoch0 + 1)
+                logs, train_seconds = epochs.run_epoch(epoch0, on_chunk=report)
+                if end_epoch(epoch0, logs, time.perf_counter() - started, train_seconds):
+                    break
+            if stopped:
+                break
+            continue
         model.fit(
             x_train,
             y_train,
@@ -223,6 +248,12 @@ def train(
 
     assert state_file is not None and state is not None, "train() saves a checkpoint after every epoch"
     return _result(state_file, state, total, stopped=stopped)
+
+
+def _chunk_reporter(on_progress: ProgressHandler | None, epoch: int) -> Callable[[int, float], None] | None:
+    if on_progress is None:
+        return None
+    return lambda batches, images_per_second: on_progress(epoch, batches, images_per_second)
 
 
 def _result(state_file: Path, state: CheckpointState, total: int, *, stopped: bool) -> TrainResult:

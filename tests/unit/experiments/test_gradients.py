@@ -6,8 +6,10 @@ scale ``step_size / norm`` to float32), and (2) the graph the pass is compiled i
 order), which moves the gradient by float32 rounding. The float32 sum of n = 48*48*3 = 6,912 squares is off
 by at most n * eps ~ 4e-4 relative in the worst case and about sqrt(n) * eps ~ 5e-6 in practice, per step.
 So after 5 steps the final images must agree to 1e-3 of the distance the ascent moved the image (measured:
-~1e-7 on TensorFlow). A missing, extra or wrongly scaled step, a sign error or a missing 1e-6 clamp moves
-the result by far more: each step is a sizeable fraction of that distance.
+~1e-7 of it on both backends). A missing, extra or wrongly scaled step, a sign error or a missing 1e-6
+clamp moves the result by far more: each step is a sizeable fraction of that distance. Few steps on
+purpose: over tens of steps from trained weights the ascent can amplify rounding (ReLU6 kinks) until the
+two trajectories part (bench/ascent.py), which says nothing about either being wrong.
 """
 
 from __future__ import annotations

@@ -2,14 +2,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from contract.specs import VisualizeSpec
-from worker.experiments.errors import ImageError, LayerError
+from worker.experiments import visualize as visualize_module
+from worker.experiments.errors import ImageError, LayerError, StopRequested
+from worker.experiments.gradients import ascend_stepwise
 from worker.experiments.images import make_input_image
-from worker.experiments.visualize import visualize
+from worker.experiments.models import build_base
+from worker.experiments.visualize import _ascent, _feature_model, preprocess, visualize
 
 
 def test_ascent_raises_mean_activation_and_returns_images() -> None:
@@ -28,6 +32,59 @@ def test_ascent_raises_mean_activation_and_returns_images() -> None:
     assert result.input_image.shape == (32, 32, 3) and result.input_image.dtype == np.uint8
     for image in result.layers.values():
         assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def pw2() -> keras.Model:
+    return _feature_model(build_base(alpha=0.25, input_size=32, weights="none"), "conv_pw_2")
+
+
+def _record_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Chunks of 2 steps; returns the list the step count of each compiled call is appended to."""
+    calls: list[int] = []
+    real = visualize_module.ascend
+
+    def counting_ascend(model: keras.Model, x: np.ndarray, steps: int, step_size: float) -> tuple:
+        calls.append(steps)
+        return real(model, x, steps, step_size)
+
+    monkeypatch.setattr(visualize_module, "ascend", counting_ascend)
+    monkeypatch.setattr(visualize_module, "ASCENT_CHUNK", 2)
+    return calls
+
+
+def test_ascent_runs_in_chunks_and_asks_before_each(
+    monkeypatch: pytest.MonkeyPatch, pw2: keras.Model
+) -> None:
+    calls = _record_chunks(monkeypatch)
+    asked_after: list[int] = []  # how many chunks had run each time should_stop was asked
+    start = preprocess(make_input_image("random", 32, 1))
+    final, before, after = _ascent(pw2, start, 5, 10.0, lambda: asked_after.append(len(calls)) or False)
+    assert calls == [2, 2, 1] and asked_after == [0, 1, 2]
+    # The chunks land where the old one-step-at-a-time loop does (tolerance: see test_gradients.py).
+    expected, expected_before = ascend_stepwise(pw2, start, 5, 10.0)
+    moved = np.linalg.norm((expected - start).ravel())
+    assert np.linalg.norm((final - expected[0]).ravel()) <= 1e-3 * moved
+    assert before == pytest.approx(expected_before, rel=1e-5) and after > before
+
+
+def test_a_stop_takes_effect_before_the_next_chunk(monkeypatch: pytest.MonkeyPatch, pw2: keras.Model) -> None:
+    calls = _record_chunks(monkeypatch)
+    start = preprocess(make_input_image("random", 32, 1))
+    with pytest.raises(StopRequested):
+        _ascent(pw2, start, 5, 10.0, lambda: len(calls) == 1)
+    assert calls == [2]  # one chunk ran, the second was never started
+
+
+def test_a_stop_before_the_first_step_runs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = VisualizeSpec(
+        image="random", seed=1, source="none", alpha=0.25, input_size=32, steps=5, layers=("conv_pw_2",)
+    )
+    calls: list[int] = []
+    monkeypatch.setattr(visualize_module, "ascend", lambda *args: calls.append(1))
+    with pytest.raises(StopRequested):
+        visualize(spec, should_stop=lambda: True)
+    assert calls == []
 
 
 def test_imagenet_source_from_weights_folder(weights_dir: Path) -> None:

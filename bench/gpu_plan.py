@@ -62,7 +62,8 @@ def _train_rows(outdir: Path) -> list[dict[str, Any]]:
         if run["kind"] != "train" or not run.get("history"):
             continue
         history = run["history"]
-        steady = [e["images_per_second"] for e in history[1:]] or [history[0]["images_per_second"]]
+        later = history[1:]
+        steady = [e["images_per_second"] for e in later] or [history[0]["images_per_second"]]
         rows.append(
             {
                 "label": run.get("label") or run.get("regime"),
@@ -71,7 +72,7 @@ def _train_rows(outdir: Path) -> list[dict[str, Any]]:
                 "device": run.get("device"),
                 "epochs": len(history),
                 "first_epoch_s": history[0]["seconds"],
-                "later_epoch_s": statistics.median(e["seconds"] for e in history[1:]) if history[1:] else None,
+                "later_epoch_s": statistics.median(e["seconds"] for e in later) if later else None,
                 "steady_ips": statistics.median(steady),
                 "train_s": sum(e["seconds"] for e in history),
                 "subset_images": run["spec"].get("train_limit") or 50_000,

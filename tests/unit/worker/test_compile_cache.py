@@ -202,3 +202,23 @@ def test_the_runs_environment_records_what_the_cache_did(
         assert (expected == "off") is (not on)
         assert (tmp_path / str(on) / "cache" / "xla").is_dir() is on
         monkeypatch.setenv("TF_XLA_FLAGS", "")
+
+
+def test_each_sections_provenance_says_what_the_cache_did() -> None:
+    from types import SimpleNamespace
+
+    from report.data import RunInfo
+    from report.provenance import NOT_RECORDED, provenance
+
+    def run(run_id: str, environment: dict[str, str]) -> RunInfo:
+        return RunInfo(
+            id=run_id, kind="train", label="", status="succeeded", seed=0, spec={}, spec_hash="h",
+            source_id=run_id, environment=environment, device="CPU", worker=None, started_at=None,
+            finished_at=None, error=None, total_epochs=1, last_epoch=1,
+        )  # fmt: skip
+
+    sweep = SimpleNamespace(id="s", overrides={}, created_at=None, profile="quick", code_version=None)
+    data = SimpleNamespace(sweep=sweep)
+    runs = [run("a", {"compile_cache": "off"}), run("b", {"compile_cache": "jax persistent cache at /x"})]
+    assert dict(provenance(data, runs).items)["compile cache"] == "jax persistent cache at /x, off"  # type: ignore[arg-type]
+    assert dict(provenance(data, [run("c", {})]).items)["compile cache"] == NOT_RECORDED  # type: ignore[arg-type]

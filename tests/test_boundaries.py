@@ -120,8 +120,9 @@ def test_experiments_import_neither_celery_nor_storage() -> None:
     assert not imports & {"celery", "kombu", "storage", "orchestrator"}
 
 
-# orchestrator/host.py reads what other programs define (KERAS_HOME, COLUMNS), never a CONVLAB_* variable.
-ENVIRONMENT_READERS = {"contract/settings.py", "orchestrator/host.py"}
+# orchestrator/host.py reads what other programs define (KERAS_HOME, COLUMNS), never a CONVLAB_* variable;
+# worker/compile_cache.py adds to TensorFlow's TF_XLA_FLAGS, keeping what is there.
+ENVIRONMENT_READERS = {"contract/settings.py", "orchestrator/host.py", "worker/compile_cache.py"}
 
 
 def test_only_the_config_module_reads_the_environment() -> None:

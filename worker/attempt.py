@@ -67,15 +67,20 @@ class _Claimed:
     fence: int
 
 
-def _device_and_environment(kind: RunKind) -> tuple[str, dict[str, Any]]:
+def _device_and_environment(kind: RunKind, settings: Settings) -> tuple[str, dict[str, Any]]:
     """What the task process really sees (the accelerator Keras's backend found), not the worker's label,
-    and which process on which host executes this attempt (to find it in `ps`, or in a chaos test)."""
+    and which process on which host executes this attempt (to find it in `ps`, or in a chaos test).
+
+    Turns the persistent compilation cache on first: this is where the task process imports Keras."""
     process = {"host": socket.gethostname(), "pid": os.getpid()}
     if kind == RunKind.REPORT:  # no Keras needed: do not pay for importing it
         return "CPU", process
+    from worker.compile_cache import enable_compile_cache
+
+    compile_cache = enable_compile_cache(settings.compile_cache_dir)
     from worker.device import describe_device, describe_environment
 
-    return describe_device(), {**describe_environment(), **process}
+    return describe_device(), {**describe_environment(compile_cache), **process}
 
 
 def _blocked_by_dependencies(db: Database, run_id: str, kind: RunKind) -> str | None:
@@ -165,7 +170,7 @@ def run_attempt(
             sweep_id=claimed.sweep_id,
         )
         try:
-            device, environment = _device_and_environment(kind)
+            device, environment = _device_and_environment(kind, settings)
             with db.session() as s:
                 repo.record_environment(s, run_id, environment, fence=claimed.fence, device=device)
                 if kind != RunKind.TRAIN:

@@ -37,8 +37,9 @@ def describe_device() -> str:
     return f"CPU {cpu_name()} ({backend})"
 
 
-def describe_environment() -> dict[str, str]:
-    """Versions a result depends on, recorded on the run for the report's provenance."""
+def describe_environment(compile_cache: str) -> dict[str, str]:
+    """Versions a result depends on, recorded on the run for the report's provenance; ``compile_cache``
+    says whether compiled programs came from the persistent cache (what ``enable_compile_cache`` did)."""
     import keras
 
     from contract.version import code_version
@@ -51,6 +52,7 @@ def describe_environment() -> dict[str, str]:
         "python": platform.python_version(),
         # The code this worker runs (the report flags a worker whose code differs from the submitter's).
         "code": code_version(),
+        "compile_cache": compile_cache,
     }
     try:
         module = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])

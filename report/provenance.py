@@ -1,5 +1,5 @@
 """Where a figure or table comes from: sweep, runs, spec hashes, seeds, profile, code, Keras, device, the
-compile cache, dates.
+compile cache, the training loop, dates.
 
 Keras's version and backend are read from what the worker recorded in ``Run.environment``
 (``keras_version``, ``keras_backend``; older records: the run spec); the report never imports Keras.
@@ -70,6 +70,7 @@ def provenance(data: ReportData, runs: Iterable[RunInfo], *, sweep_level: bool =
         ("backend", _joined(_recorded(r, "keras_backend") for r in runs)),
         ("device", _joined(r.device for r in runs)),
         ("compile cache", _joined(_recorded(r, "compile_cache") for r in runs)),
+        ("training loop", _joined(_recorded(r, "train_loop") for r in runs if r.kind == "train")),
         ("dates", dates),
     )
     return Provenance(items=items)

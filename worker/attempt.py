@@ -80,7 +80,12 @@ def _device_and_environment(kind: RunKind, settings: Settings) -> tuple[str, dic
     compile_cache = enable_compile_cache(settings.compile_cache_dir)
     from worker.device import describe_device, describe_environment
 
-    return describe_device(), {**describe_environment(compile_cache), **process}
+    environment = {**describe_environment(compile_cache), **process}
+    if kind == RunKind.TRAIN:
+        from worker.experiments.device_loop import describe_loop
+
+        environment["train_loop"] = describe_loop(settings.train_loop)
+    return describe_device(), environment
 
 
 def _blocked_by_dependencies(db: Database, run_id: str, kind: RunKind) -> str | None:

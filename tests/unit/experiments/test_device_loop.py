@@ -174,3 +174,31 @@ def test_jax_device_loop_trains_as_fit(tmp_path: Path) -> None:
 def test_provenance_names_the_loop_that_ran() -> None:
     assert describe_loop("fit") == "fit: Keras model.fit, one call per batch"
     assert describe_loop("device").startswith("device: ")
+
+
+def test_a_training_records_its_loop_and_the_report_shows_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from contract.settings import Settings
+    from report.data import RunInfo
+    from report.provenance import provenance
+    from storage.models import RunKind
+    from worker.attempt import _device_and_environment
+
+    settings = Settings(home=tmp_path, compile_cache=False, train_loop="fit")
+    _, train_env = _device_and_environment(RunKind.TRAIN, settings)
+    _, visualize_env = _device_and_environment(RunKind.VISUALIZE, settings)
+    assert train_env["train_loop"] == "fit: Keras model.fit, one call per batch"
+    assert "train_loop" not in visualize_env  # a visualization has no training loop
+
+    def run(run_id: str, kind: str, environment: dict[str, str]) -> RunInfo:
+        return RunInfo(
+            id=run_id, kind=kind, label="", status="succeeded", seed=0, spec={}, spec_hash="h",
+            source_id=run_id, environment=environment, device="CPU", worker=None, started_at=None,
+            finished_at=None, error=None, total_epochs=1, last_epoch=1,
+        )  # fmt: skip
+
+    sweep = SimpleNamespace(id="s", overrides={}, created_at=None, profile="quick", code_version=None)
+    runs = [run("a", "train", train_env), run("b", "visualize", visualize_env)]
+    items = dict(provenance(SimpleNamespace(sweep=sweep), runs).items)  # type: ignore[arg-type]
+    assert items["training loop"] == "fit: Keras model.fit, one call per batch"

@@ -33,9 +33,10 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "this machine (whoever can write that folder runs code in the workers); off: each task compiles",
     ),
     "CONVLAB_TRAIN_LOOP": (
-        "device",
+        "auto",
         "device: an epoch runs as a few compiled multi-step calls (JAX: data on the accelerator, scanned "
-        "steps; TensorFlow: Keras's steps_per_execution loop); fit: Keras's model.fit, one call per batch",
+        "steps; TensorFlow: Keras's steps_per_execution loop); fit: Keras's model.fit, one call per batch; "
+        "auto: device on a GPU, fit on a CPU (where it is faster)",
     ),
     # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
     "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
@@ -71,7 +72,7 @@ class Settings:
     worker_device: str = ""
     worker_slots: int = 1
     compile_cache: bool = True
-    train_loop: str = "device"
+    train_loop: str = "auto"
 
     @property
     def database_url(self) -> str:
@@ -103,7 +104,7 @@ class Settings:
         return not self.broker_url
 
 
-TRAIN_LOOPS = ("device", "fit")
+TRAIN_LOOPS = ("auto", "device", "fit")
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:

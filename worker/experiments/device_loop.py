@@ -1,4 +1,5 @@
-"""The training loop of ``CONVLAB_TRAIN_LOOP=device``: an epoch as a few compiled multi-step calls.
+"""The training loop of ``CONVLAB_TRAIN_LOOP=device`` (and of ``auto`` on a GPU): an epoch as a few
+compiled multi-step calls.
 
 Why: at the seed's batch of 32 a GPU finishes a MobileNet step faster than Python can dispatch the next
 one, so ``model.fit`` (one jitted call per batch, with the batch copied from the host each time) leaves
@@ -41,23 +42,52 @@ CHUNK_STEPS = 128
 ChunkHandler = Callable[[int, float], None]
 
 
+def has_accelerator() -> bool:
+    """Whether the active Keras backend computes on a GPU/TPU (imports the backend: task processes only)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def resolve_loop(loop: str) -> str:
+    """``auto`` -> ``device`` where there is an accelerator, ``fit`` on a CPU-only machine.
+
+    Why not the device loop on a CPU: measured there (bench/train_loop.py, 2 cores) it buys nothing on
+    TensorFlow (later epochs 1.04x fit's time, a first epoch 5 s longer to trace the loop) and costs 2.3x on
+    JAX, whose CPU backend runs a rolled loop of training steps far slower than the same steps one call
+    at a time. ``device`` and ``fit`` are taken as they are (``device`` on a CPU: for tests and benchmarks).
+    """
+    if loop == "auto":
+        return "device" if has_accelerator() else "fit"
+    return loop
+
+
 def uses_scan(loop: str) -> bool:
     """Whether ``loop`` runs :class:`JaxEpochLoop` on the active backend (else it runs ``model.fit``)."""
-    return loop == "device" and keras.backend.backend() == "jax"
+    return resolve_loop(loop) == "device" and keras.backend.backend() == "jax"
 
 
 def steps_per_execution(loop: str) -> int:
     """What to compile a ``fit``-trained model with: ``CHUNK_STEPS`` for the device loop on TensorFlow."""
-    return CHUNK_STEPS if loop == "device" and keras.backend.backend() == "tensorflow" else 1
+    return CHUNK_STEPS if resolve_loop(loop) == "device" and keras.backend.backend() == "tensorflow" else 1
 
 
 def describe_loop(loop: str) -> str:
     """The loop that runs on the active backend, in words, for a run's provenance."""
+    chosen = " (auto: an accelerator)" if loop == "auto" else ""
     if uses_scan(loop):
-        return f"device: JAX lax.scan, {CHUNK_STEPS} steps per call, data on the accelerator"
+        return f"device{chosen}: JAX lax.scan, {CHUNK_STEPS} steps per call, data on the accelerator"
     if steps_per_execution(loop) > 1:
-        return f"device: Keras fit, steps_per_execution={CHUNK_STEPS} (a tf.while_loop)"
-    return "fit: Keras model.fit, one call per batch"
+        return f"device{chosen}: Keras fit, steps_per_execution={CHUNK_STEPS} (a tf.while_loop)"
+    chosen = " (auto: no accelerator)" if loop == "auto" else ""
+    return f"fit{chosen}: Keras model.fit, one call per batch"
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:

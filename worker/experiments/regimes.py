@@ -13,7 +13,8 @@ plain Keras code did (unfreezing ``base.trainable`` without ``training=False``).
 warning: the first ``tune`` epochs can disturb the pretrained statistics. ``spec.tune_bn = "frozen"`` does
 what the guide does instead (see ``models.freeze_batchnorm``), to measure what the seed's way costs.
 
-The loop (``loop``, from ``CONVLAB_TRAIN_LOOP``): ``device`` (the default) runs each epoch as a few
+The loop (``loop``, from ``CONVLAB_TRAIN_LOOP``; ``auto``, the default, picks ``device`` on a GPU and
+``fit`` on a CPU: see ``device_loop.resolve_loop``): ``device`` runs each epoch as a few
 compiled multi-step calls with the data on the accelerator (``device_loop``: a JAX ``lax.scan`` of Keras's
 own train step, or ``fit`` with ``steps_per_execution`` on TensorFlow); ``fit`` makes each phase one plain
 ``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption). Both compute the same
@@ -126,7 +127,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: ProgressHandler | None = None,
-    loop: str = "device",
+    loop: str = "auto",
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
@@ -136,7 +137,7 @@ def train(
     removed, so an exception from it (a worker whose commit was refused) leaves every file in place.
     ``stopped`` is True only when ``should_stop`` ended the run before its last epoch. ``on_progress``
     (epoch, batches done, images/s) is told about every batch (every compiled call in the device loop),
-    from Keras's callback thread or the training thread. ``loop`` is ``"device"`` or ``"fit"`` (module doc).
+    from Keras's callback thread or the training thread. ``loop``: ``"auto"``, ``"device"`` or ``"fit"``.
     """
     spec.validate()
     checkpoint_dir = Path(checkpoint_dir)

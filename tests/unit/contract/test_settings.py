@@ -62,9 +62,9 @@ def test_url_without_password_is_unchanged(url: str) -> None:
     assert mask_url(url) == url
 
 
-def test_engine_settings_default_to_the_fast_path_and_the_cache() -> None:
+def test_engine_settings_default_to_the_loop_chosen_by_device_and_the_cache() -> None:
     settings = load_settings({"CONVLAB_HOME": "/tmp/h"})
-    assert settings.train_loop == "device"
+    assert settings.train_loop == "auto"
     assert settings.compile_cache_dir == Path("/tmp/h/cache/xla")
 
 
@@ -76,7 +76,7 @@ def test_engine_settings_can_be_switched_off() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
-    [("CONVLAB_TRAIN_LOOP", "fast", "device, fit"), ("CONVLAB_COMPILE_CACHE", "yes", "on, off")],
+    [("CONVLAB_TRAIN_LOOP", "fast", "auto, device, fit"), ("CONVLAB_COMPILE_CACHE", "yes", "on, off")],
 )
 def test_a_mistyped_engine_setting_names_the_variable_and_what_is_allowed(
     name: str, value: str, allowed: str

@@ -24,7 +24,14 @@ import keras
 import numpy as np
 import pytest
 
-from worker.experiments.device_loop import CHUNK_STEPS, _chunks, describe_loop, epoch_order
+from worker.experiments.device_loop import (
+    CHUNK_STEPS,
+    _chunks,
+    describe_loop,
+    epoch_order,
+    has_accelerator,
+    resolve_loop,
+)
 from worker.experiments.regimes import _compile
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -174,6 +181,12 @@ def test_jax_device_loop_trains_as_fit(tmp_path: Path) -> None:
 def test_provenance_names_the_loop_that_ran() -> None:
     assert describe_loop("fit") == "fit: Keras model.fit, one call per batch"
     assert describe_loop("device").startswith("device: ")
+
+
+def test_auto_picks_fit_on_a_cpu_only_machine() -> None:
+    assert not has_accelerator()  # the test machines have no GPU; on one with a GPU this test is moot
+    assert resolve_loop("auto") == "fit" and resolve_loop("device") == "device"
+    assert describe_loop("auto") == "fit (auto: no accelerator): Keras model.fit, one call per batch"
 
 
 def test_a_training_records_its_loop_and_the_report_shows_it(tmp_path: Path) -> None:

@@ -33,8 +33,10 @@ SCRIPT = textwrap.dedent(
     data = load_cifar10(sys.argv[1], train_limit=40, val_limit=20)
     spec = TrainSpec(regime="scratch", seed=0, alpha=0.25, batch_size=20, epochs=2, lr=1e-3)
     seen = []
-    first = train(spec, data, Path(sys.argv[2]), on_epoch=seen.append, should_stop=lambda: True)
-    result = train(spec, data, Path(sys.argv[2]), on_epoch=seen.append)
+    # loop="device": the scanned loop, which "auto" picks only on an accelerator, through stop and resume.
+    stop = lambda: True
+    first = train(spec, data, Path(sys.argv[2]), on_epoch=seen.append, should_stop=stop, loop="device")
+    result = train(spec, data, Path(sys.argv[2]), on_epoch=seen.append, loop="device")
     assert [r.epoch for r in seen] == [1, 2] and result.optimizer_steps == 4, (seen, result)
     vis_spec = VisualizeSpec(image="random", seed=0, source="none", alpha=0.25, input_size=32, steps=3)
     vis = visualize(dataclasses.replace(vis_spec, layers=("conv_pw_2",)))

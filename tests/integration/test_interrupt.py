@@ -18,6 +18,10 @@ from tests.integration.harness import ROOT, Stack, run_state, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _runs(stack: Stack) -> list[dict]:
     result = stack.orchestrator("status", "--json")
     return json.loads(result.stdout)["runs"] if result.returncode == 0 else []
@@ -35,6 +39,10 @@ def test_ctrl_c_stops_the_local_worker_and_leaves_nothing_running_then_retry_res
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal starts it. A shell starts background jobs with SIGINT ignored, and an ignored
+        # signal stays ignored across exec: pytest run as `pytest &` would hand that on and the Ctrl-C
+        # below would do nothing (seen here: the training ran to its end).
+        preexec_fn=_sigint_default,
     )
     try:
         run = wait_for(

@@ -17,7 +17,6 @@ from storage import repository as repo
 from storage.artifacts import sha256_file
 from storage.errors import ArtifactError
 from storage.models import ArtifactKind, RunKind
-from worker.compile_cache import enable_compile_cache
 from worker.context import RunContext
 from worker.experiments.checkpoints import model_file_name, state_file_name
 from worker.experiments.errors import StopRequested
@@ -26,7 +25,6 @@ ARTIFACT_IMAGE_PREFIX = "artifact:"
 
 
 def run_train(ctx: RunContext) -> None:
-    enable_compile_cache(ctx.settings.compile_cache_dir)  # before Keras compiles (run_attempt did it too)
     from worker.experiments.checkpoints import read_state_file
     from worker.experiments.data import load_cifar10
     from worker.experiments.regimes import EpochRecord, train
@@ -155,7 +153,6 @@ def resolve_image(ctx: RunContext, image: str, sha256: str | None = None) -> str
 
 
 def run_visualize(ctx: RunContext) -> None:
-    enable_compile_cache(ctx.settings.compile_cache_dir)  # before Keras compiles (run_attempt did it too)
     from dataclasses import replace
 
     from worker.experiments.visualize import visualize

@@ -28,8 +28,8 @@ TASK_SECONDS = 15.0
 # used when no run in this database measured the device: alpha 1.0 from ../shared/data/README.md (bare
 # Keras, 800-1,100 images/s; the low end), alpha 0.25 from the README's Performance table (about 1,000).
 DOCUMENTED_CPU_RATES: dict[float, tuple[float, str]] = {
-    0.25: (1000.0, "the README's measured rate for a 2-core CPU"),
-    1.0: (800.0, "the measured rate of bare Keras on a 2-core CPU (shared data README)"),
+    0.25: (1000.0, "measured with convlab on a 2-core CPU"),
+    1.0: (800.0, "measured with bare Keras on a 2-core CPU"),
 }
 LONG_SECONDS = 15 * 60  # beyond this, say so before starting
 _LATEST_EPOCHS = 2000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from contract.specs import Regime
 from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun
 from report.failures import NO_MESSAGE, reached
-from storage.models import RunStatus
+from storage.models import ENDED_BADLY, RunStatus
 
 REGIME_LABELS: dict[str, str] = {Regime.SCRATCH: "Rand.", Regime.IMAGENET: "Imag.", Regime.FINETUNE: "FT"}
 REGIME_NAMES: dict[str, str] = {
@@ -163,10 +163,8 @@ def _not_judged(claim: str, rows: dict[str, RegimeRow], regimes: tuple[str, ...]
 
 
 def _how_far(run: RunInfo) -> str:
-    if run.status == RunStatus.CANCELLED:
-        return f"cancelled {reached(run)}"
-    if run.status == RunStatus.FAILED:
-        return f"failed {reached(run)}"
+    if run.status in ENDED_BADLY:
+        return f"{run.status} {reached(run)}"
     return f"{run.status}, {run.last_epoch} of {run.total_epochs} epochs so far"
 
 

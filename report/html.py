@@ -143,7 +143,7 @@ def _results(table: ResultsTable) -> str:
     verdicts = []
     for c in table.conclusions:
         cls = {True: "holds", False: "fails", None: "unknown"}[c.holds]
-        qualifier = "" if table.comparable else " (indicative)"
+        qualifier = "" if table.comparable or c.holds is None else " (indicative)"
         verdicts.append(
             f'<li>“{escape(c.claim)}”: <span class="{cls}">{escape(c.verdict)}</span>{qualifier} — '
             f"{escape(c.detail)}</li>"

@@ -100,8 +100,8 @@ def _results(table: ResultsTable) -> str:
     lines.append("")
     lines.append("#### Do the seed's conclusions hold in this sweep?")
     lines.append("")
-    qualifier = "" if table.comparable else " (indicative)"
     for c in table.conclusions:
+        qualifier = "" if table.comparable or c.holds is None else " (indicative)"
         lines.append(f"- “{c.claim}”: **{c.verdict}**{qualifier} — {c.detail}")
     return "\n".join(lines) + "\n"
 

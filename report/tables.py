@@ -84,7 +84,7 @@ class RegimeRow:
 @dataclass(frozen=True)
 class Conclusion:
     claim: str
-    holds: bool | None  # None: not judged (a regime has no finished run)
+    holds: bool | None  # None: not judged (a regime has no finished run; ``detail`` says which)
     detail: str
 
     @property
@@ -159,7 +159,7 @@ def _not_judged(claim: str, rows: dict[str, RegimeRow], regimes: tuple[str, ...]
             missing.append(f"{name} is unfinished ({ends})")
     if not missing:
         return None
-    return Conclusion(claim, None, "not judged: " + "; ".join(missing))
+    return Conclusion(claim, None, "; ".join(missing))
 
 
 def _how_far(run: RunInfo) -> str:

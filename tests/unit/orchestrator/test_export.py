@@ -102,3 +102,17 @@ def test_out_naming_a_folder_is_refused_and_nothing_is_written(home: Path, tmp_p
     result = invoke("export", ids["sweep"], "--out", str(folder))
     assert result.exit_code == 2 and "--out:" in result.stderr and "is a folder" in result.stderr
     assert list(folder.iterdir()) == []
+
+
+def test_a_visualization_has_no_epochs_to_export(home: Path) -> None:
+    from storage import repository as repo
+    from storage.models import RunKind
+
+    _, db = database(home)
+    with db.session() as s:
+        run = repo.create_run(
+            s, sweep_id=None, kind=RunKind.VISUALIZE, label="sine", spec={}, spec_hash="x", seed=0
+        )
+    result = invoke("export", run.id)
+    assert result.exit_code == 2
+    assert f"{run.id}: a visualize run has no epochs; give a training or a sweep" in result.stderr

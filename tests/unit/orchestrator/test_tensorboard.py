@@ -167,3 +167,14 @@ def test_the_follow_command_shows_live_epochs_and_stops_on_ctrl_c(home: Path, tm
     assert proc.returncode == 130, err
     assert f"{ids['sweep']}/imagenet: +1 epoch(s)" in out
     assert "stopped following" in err
+
+
+def test_an_unknown_sweep_or_a_logdir_that_is_a_file_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    database(home)
+    unknown = CliRunner().invoke(main, ["tensorboard", "s-nosuchsweep", "--logdir", str(tmp_path / "tb")])
+    assert unknown.exit_code == 2 and "s-nosuchsweep" in unknown.stderr
+    assert not (tmp_path / "tb").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    refused = CliRunner().invoke(main, ["tensorboard", "--logdir", str(a_file)])
+    assert refused.exit_code == 2 and f"--logdir: {a_file} is a file, not a folder" in refused.stderr

@@ -622,5 +622,113 @@ def db_upgrade(cli: CliContext) -> None:
     )
 
 
+# ---------------------------------------------------------------- results out: export, compare, tensorboard
+def _write_out(out: Path, text: str) -> None:
+    """--out names a file: written atomically (a reader never sees half), its folder created."""
+    from storage.artifacts import write_atomically
+
+    if out.is_dir():
+        raise UserError(f"--out: {out} is a folder; give a file name")
+    try:
+        write_atomically(out, text.encode("utf-8"))
+    except OSError as exc:
+        raise OrchestratorError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+
+
+@main.command("export")
+@click.argument("target", required=False, metavar="[SWEEP_OR_RUN]")
+@click.option("--format", "fmt", type=OneOf(("csv", "json")), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="A file (default: stdout).")
+@pass_cli
+@handle_errors
+def export_command(cli: CliContext, target: str | None, fmt: str, out: Path | None) -> None:
+    """Every epoch of a sweep's trainings (default: the latest sweep) or of one training, one row per run
+    and epoch, with the run's settings as spec.<key> columns."""
+    from orchestrator import export
+    from orchestrator.results import load_target
+
+    with cli.db().session(readonly=True) as s:
+        results = load_target(s, target)
+    text = export.render(results, fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    _write_out(out, text)
+    rows = sum(len(t.epochs) for t in results.trainings)
+    click.echo(f"wrote {rows} rows ({len(results.trainings)} trainings) to {out}", err=True)
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1, metavar="SWEEP SWEEP...")
+@pass_cli
+@handle_errors
+def compare(cli: CliContext, sweeps: tuple[str, ...]) -> None:
+    """What differs in the sweeps' settings, and their trainings' final / best validation accuracy side
+    by side (laid out to the terminal, 80 columns in a pipe)."""
+    import shutil
+
+    from orchestrator.compare import compare as compare_sweeps
+    from orchestrator.compare_view import render
+    from orchestrator.results import load_sweep
+    from storage import repository as repo
+
+    if len(sweeps) < 2:
+        raise UserError("compare: give two sweeps or more, e.g. `orchestrator compare s-aaa s-bbb`")
+    with cli.db().session(readonly=True) as s:
+        results = [load_sweep(s, repo.get_sweep(s, i).id) for i in sweeps]
+    click.echo(render(compare_sweeps(results), width=shutil.get_terminal_size((80, 24)).columns))
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1, metavar="[SWEEP...]")
+@click.option(
+    "--logdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write (default: $CONVLAB_HOME/tensorboard).",
+)
+@click.option("--follow", "--watch", "follow", is_flag=True, help="Keep appending epochs as they land.")
+@click.option(
+    "--every", type=click.FloatRange(min=0.2), default=5.0, show_default=True, help="Seconds between looks."
+)
+@pass_cli
+@handle_errors
+def tensorboard(
+    cli: CliContext, sweeps: tuple[str, ...], logdir: Path | None, follow: bool, every: float
+) -> None:
+    """Every training's epochs (default: of every sweep) as TensorBoard event files, one run folder per
+    training (SWEEP/LABEL); view them with `tensorboard --logdir DIR`."""
+    import time
+
+    from orchestrator.results import load_sweeps
+    from orchestrator.tensorboard_export import EventFiles
+
+    logdir = logdir if logdir is not None else cli.settings.home / "tensorboard"
+    if logdir.exists() and not logdir.is_dir():
+        raise UserError(f"--logdir: {logdir} is a file, not a folder")
+    files = EventFiles(logdir)
+    db = cli.db()
+    first = True
+    try:
+        while True:
+            with db.session(readonly=True) as s:
+                results = load_sweeps(s, sweeps)
+            written = files.sync(results)
+            if first:
+                epochs = sum(w.new_epochs for w in written)
+                click.echo(f"wrote {len(written)} trainings ({epochs} epochs) under {logdir}")
+                click.echo(f"view them: tensorboard --logdir {logdir}")
+                first = False
+            else:
+                for w in written:
+                    what = "rewritten" if w.rewritten else f"+{w.new_epochs} epoch(s)"
+                    click.echo(f"{w.run_dir.relative_to(logdir)}: {what}")
+            if not follow:
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped following; {logdir} holds every epoch written so far") from None
+
+
 if __name__ == "__main__":
     main()

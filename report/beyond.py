@@ -119,7 +119,8 @@ def beyond_table(data: ReportData) -> BeyondTable:
 
 
 def _final(rows: tuple[Comparison, ...], label: str) -> Stat | None:
-    return next((r.row.final for r in rows if r.label == label), None)
+    """What the answers judge on: the final accuracy of the label's succeeded runs."""
+    return next((r.row.finished for r in rows if r.label == label), None)
 
 
 def _pct(stat: Stat | None) -> str:
@@ -128,7 +129,7 @@ def _pct(stat: Stat | None) -> str:
 
 def _versus(new: Stat | None, old: Stat | None) -> str:
     if new is None or old is None:
-        return "not available yet"
+        return "not judged yet (a run compared has not finished)"
     gap = new.mean - old.mean
     return f"{new.mean:.1f} % against {old.mean:.1f} % ({gap:+.1f} points)"
 
@@ -144,14 +145,14 @@ def _answers(rows: tuple[Comparison, ...], data: ReportData) -> tuple[str, ...]:
         )
     q2 = [r for r in rows if r.regime == Regime.IMAGENET and r.changes != SEED_WAY]
     if q2:
-        parts = "; ".join(f"{r.changes}: {_versus(r.row.final, imagenet)}" for r in q2)
+        parts = "; ".join(f"{r.changes}: {_versus(r.row.finished, imagenet)}" for r in q2)
         lines.append(f"Why is ImageNet init only ~78 %? Against ImageNet init the seed's way — {parts}.")
-    done = [r for r in rows if r.row.final is not None]
+    done = [r for r in rows if r.row.finished is not None]
     if done:
-        best = max(done, key=lambda r: r.row.final.mean if r.row.final else -1.0)
-        assert best.row.final is not None
+        best = max(done, key=lambda r: r.row.finished.mean if r.row.finished else -1.0)
+        assert best.row.finished is not None
         lines.append(
-            f"Best run of this sweep: {best.label} ({best.changes}) at {best.row.final.text()} final "
+            f"Best run of this sweep: {best.label} ({best.changes}) at {best.row.finished.text()} final "
             f"validation accuracy (best epoch {best.row.best.text() if best.row.best else '–'})."
         )
         lines.append(_goal(best, data))
@@ -162,7 +163,7 @@ def _goal(best: Comparison, data: ReportData) -> str:
     runs = data.variants.get(best.label) or data.train.get(best.label) or ()
     spec = runs[0].run.spec if runs else {}
     full = spec.get("train_limit") is None and spec.get("val_limit") is None
-    final = best.row.final.mean if best.row.final else 0.0
+    final = best.row.finished.mean if best.row.finished else 0.0
     if spec.get("alpha") == GOAL_ALPHA and full:
         verdict = "met" if final >= GOAL_PERCENT else "not met"
         return f"Goal: >= {GOAL_PERCENT:.0f} % at alpha 1.0 on all of CIFAR-10: {verdict} ({final:.1f} %)."

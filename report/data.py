@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from contract.records import EpochRecord
 from contract.specs import REGIMES, ImageKind, Regime, image_kind
 from storage.artifacts import ArtifactStore
-from storage.models import Artifact, EpochMetric, Run, RunDependency, Sweep
+from storage.models import Artifact, EpochMetric, Run, RunDependency, RunKind, RunStatus, Sweep
 
 REGIME_ORDER = REGIMES
 IMAGE_KINDS = tuple(k.value for k in ImageKind)
@@ -45,7 +45,7 @@ class NoSweepError(ReportError):
 
 
 def _text(value: Any) -> str:
-    """Status and kind columns may come back as plain strings or as the str Enums."""
+    """Kind columns may come back as plain strings or as the str Enums."""
     return str(getattr(value, "value", value))
 
 
@@ -54,9 +54,9 @@ class RunInfo:
     """What every run shows in provenance. ``source_id`` is the run whose results are shown."""
 
     id: str
-    kind: str
+    kind: RunKind
     label: str
-    status: str
+    status: RunStatus
     seed: int
     spec: Mapping[str, Any]
     spec_hash: str
@@ -69,14 +69,23 @@ class RunInfo:
     error: str | None
     total_epochs: int
     last_epoch: int
+    # How many times a worker claimed the run (its fencing token, which only ever grows): above one, the
+    # run waited between attempts (a retry, a worker lost or shut down) for a time nothing records.
+    claims: int = 1
 
     @property
     def reused(self) -> bool:
         return self.source_id != self.id
 
     @property
+    def succeeded(self) -> bool:
+        return self.status == RunStatus.SUCCEEDED
+
+    @property
     def wall_seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
+        """finished - started, only for a run claimed once: with several attempts that span holds the
+        idle time between them (a resumed run's wait for ``retry``), which is not time spent running."""
+        if self.started_at and self.finished_at and self.claims <= 1:
             return max(0.0, (self.finished_at - self.started_at).total_seconds())
         return None
 
@@ -108,7 +117,8 @@ class TrainRun:
 
     @property
     def seconds(self) -> float | None:
-        """Wall time: finished - started when both are known, else the sum of the epochs' seconds."""
+        """Time spent running: finished - started for a run claimed once, else (several attempts, or
+        still running) the sum of its epochs' own seconds, which no wait between attempts inflates."""
         wall = self.run.wall_seconds
         if wall is not None:
             return wall
@@ -197,9 +207,9 @@ def _image_kind(run: Run) -> str:
 def _run_info(run: Run, source: Run) -> RunInfo:
     return RunInfo(
         id=run.id,
-        kind=_text(run.kind),
+        kind=RunKind(_text(run.kind)),
         label=run.label or "",
-        status=_text(run.status),
+        status=RunStatus(_text(run.status)),
         seed=run.seed,
         spec=MappingProxyType(dict(run.spec or {})),
         spec_hash=run.spec_hash or "",
@@ -212,6 +222,7 @@ def _run_info(run: Run, source: Run) -> RunInfo:
         error=run.error or (source.error if run.reused_run_id else None),
         total_epochs=run.total_epochs or source.total_epochs,
         last_epoch=max(run.last_epoch, source.last_epoch),
+        claims=source.fence or 0,
     )
 
 
@@ -261,17 +272,17 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
     infos: dict[str, RunInfo] = {}
     others: list[RunInfo] = []
     for run in runs:
-        kind = _text(run.kind)
+        kind = RunKind(_text(run.kind))
         source = by_id.get(run.results_run_id, run)
         if run.reused_run_id and run.reused_run_id not in by_id:
             warnings.append(f"run {run.id} reuses {run.reused_run_id}, which is not in the database")
         info = infos[run.id] = _run_info(run, source)
-        if kind == "train":
+        if kind == RunKind.TRAIN:
             regime = str((run.spec or {}).get("regime") or run.label)
             rows = tuple(EpochRecord.of(m) for m in epochs.get(source.id, []))
             target = train if (run.label or regime) == regime else variants
             target.setdefault(run.label or regime, []).append(TrainRun(run=info, regime=regime, epochs=rows))
-        elif kind == "visualize":
+        elif kind == RunKind.VISUALIZE:
             layers = tuple(str(x) for x in (run.spec or {}).get("layers") or ())
             input_image: Path | None = None
             layer_images: dict[str, Path] = {}

@@ -20,8 +20,8 @@ from contract.specs import ImageKind, Regime
 from report import captions
 from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun, VisRun
 from report.failures import Failure, failures, reference
-from report.notes import accuracy_notes, loss_notes
-from report.tables import REGIME_LABELS
+from report.notes import CHANCE, accuracy_notes, loss_notes
+from report.tables import PAPER_PROFILE, REGIME_LABELS, SEED_EPOCHS, SEED_VALUES
 from storage.artifacts import write_atomically
 
 COLORS: dict[str, str] = {Regime.SCRATCH: "#1f77b4", Regime.IMAGENET: "#d62728", Regime.FINETUNE: "#2ca02c"}
@@ -95,7 +95,7 @@ def _curves(
         return False, None
     last = max(r.epochs[-1].epoch for r in with_data)
     epochs = np.arange(1, last + 1)
-    unfinished = [r for r in runs if r.run.status != "succeeded"]
+    unfinished = [r for r in runs if not r.run.succeeded]
     status = f" ({', '.join(sorted({r.run.status for r in unfinished}))})" if unfinished else ""
     for key, style, tag in ((metric, "--", "E"), (f"val_{metric}", "-", "V")):
         grid = np.full((len(with_data), last), np.nan)
@@ -127,7 +127,7 @@ def _curve_figure(
     stem = f"fig{number}_{'accuracy' if is_acc else 'loss'}"
     title = "Accuracy vs. epoch" if is_acc else "Loss vs. epoch"
     runs = tuple(t.run for regime in REGIME_ORDER for t in data.train.get(regime, ()))
-    fig = Figure(figsize=(7.0, 4.4))
+    fig = Figure(figsize=(8.0, 4.4))  # 880 px at DPI 110: embedded without resampling
     ax = fig.add_subplot()
     drawn = False
     phase: float | None = None
@@ -153,12 +153,24 @@ def _curve_figure(
             linewidth=1.2,
             label=f"FT: head → tune (after {phase - 0.5:.0f})",
         )
+    marked = _seed_marks(ax, data) if is_acc else False
+    if is_acc:
+        ax.axhline(100 * CHANCE, color="0.45", linestyle="-.", linewidth=1.0, label="chance (10 %)")
     ax.set_xlabel("Epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("Accuracy [%]" if is_acc else "Loss (categorical cross-entropy)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="best")  # the curves move with the profile: let matplotlib find room
+    # Beside the plot: inside, some curve always runs under it (the loss curves start top left, the
+    # accuracies end top right).
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
+    if is_acc:
+        caption += " The dash-dotted line is chance (10 % for ten balanced classes)."
+    if marked:
+        caption += (
+            " Stars mark the values the seed reports (alpha 1.0), at the epochs it reports them, in the "
+            "colour of their regime."
+        )
     if phase is not None:
         caption += (
             " The dotted vertical line marks where fine-tuning switches from the head to the whole network."
@@ -166,6 +178,28 @@ def _curve_figure(
     finetune = data.train.get(Regime.FINETUNE, ())
     notes = accuracy_notes(finetune) if is_acc else loss_notes(finetune)
     return FigureSpec(number, stem, title, caption, fig, runs, notes=notes)
+
+
+def _seed_marks(ax: Axes, data: ReportData) -> bool:
+    """Stars where the seed reports a validation accuracy, for profile paper when this sweep trains the
+    seed's epochs (elsewhere the epoch axis is not the seed's). True when any was drawn."""
+    if data.sweep.profile != PAPER_PROFILE:
+        return False
+    drawn = False
+    for i, regime in enumerate(REGIME_ORDER):
+        runs = data.train.get(regime, ())
+        seed = SEED_VALUES.get(regime)
+        if seed is None or not runs or any(r.run.total_epochs != SEED_EPOCHS for r in runs):
+            continue
+        epochs, values = zip(*seed.points, strict=True)
+        # Smaller for each later regime: ImageNet init and fine-tuning both end at 78 %, and a star
+        # drawn over another of the same size would hide it.
+        ax.plot(epochs, values, "*", color=COLORS.get(regime), markersize=14 - 3 * i, markeredgecolor="black",
+                markeredgewidth=0.6, label="_nolegend_", zorder=5 + i)  # fmt: skip
+        drawn = True
+    if drawn:
+        ax.plot([], [], "*", color="0.6", markeredgecolor="black", markersize=10, label="seed reports")
+    return drawn
 
 
 def accuracy_figure(data: ReportData, fails: tuple[Failure, ...] | None = None) -> FigureSpec:
@@ -180,7 +214,7 @@ def _pick(data: ReportData, kind: str) -> tuple[VisRun | None, tuple[RunInfo, ..
     """The visualization run shown for ``kind``: the latest succeeded one, else the latest one."""
     runs = data.visualizations.get(kind, ())
     infos = tuple(v.run for v in runs)
-    done = [v for v in runs if v.run.status == "succeeded"]
+    done = [v for v in runs if v.run.succeeded]
     chosen = done[-1] if done else (runs[-1] if runs else None)
     return chosen, ((chosen.run,) if chosen else infos)
 
@@ -204,7 +238,7 @@ def input_figure(
     caption += f": {captions.start_image(chosen.run.spec)}." if chosen is not None else "."
     if chosen is None or chosen.input_image is None:
         why = _why_missing(runs, f"the {kind} image", fails)
-        if chosen is not None and chosen.run.status == "succeeded":
+        if chosen is not None and chosen.run.succeeded:
             why = f"not available: run {chosen.run.id} succeeded but stored no input.png"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     fig = Figure(figsize=(3.6, 3.6))
@@ -241,7 +275,7 @@ def layers_figure(
     caption = _layers_caption(kind, number, chosen)
     if chosen is None or not chosen.layer_images:
         why = _why_missing(runs, f"the {kind} image", fails)
-        if chosen is not None and chosen.run.status == "succeeded":
+        if chosen is not None and chosen.run.succeeded:
             why = f"not available: run {chosen.run.id} succeeded but stored no layer images"
         return FigureSpec(number, stem, title, caption, placeholder(why), runs, missing=why)
     layers = list(chosen.layers[:2]) or sorted(chosen.layer_images)[:2]

@@ -18,7 +18,15 @@ from report.failures import Failure
 from report.figures import FigureSpec
 from report.outline import Item
 from report.provenance import Provenance, provenance
-from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, runs_of
+from report.sections import (
+    BEYOND_HEADER,
+    FAILED_OR_CANCELLED,
+    QUESTIONS,
+    WALL_TIME,
+    beyond_cells,
+    cancelled_intro,
+    runs_of,
+)
 from report.settings import SettingsTable
 from report.tables import ResultsTable, row_cells, table_header
 from report.webimage import web_png
@@ -121,6 +129,11 @@ def _failures(fails: Sequence[Failure]) -> str:
     return f"<h2>Failures</h2><ol>{items}</ol>"
 
 
+def _cancelled(lines: Sequence[str], data: ReportData) -> str:
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f"<h2>Cancelled</h2><p>{escape(cancelled_intro(data.sweep.id))}</p><ul>{items}</ul>"
+
+
 def _results(table: ResultsTable) -> str:
     rows = [row_cells(row, table.comparable) for row in table.rows]
     header = table_header(table.comparable)
@@ -130,7 +143,7 @@ def _results(table: ResultsTable) -> str:
     verdicts = []
     for c in table.conclusions:
         cls = {True: "holds", False: "fails", None: "unknown"}[c.holds]
-        qualifier = "" if table.comparable else " (indicative)"
+        qualifier = "" if table.comparable or c.holds is None else " (indicative)"
         verdicts.append(
             f'<li>“{escape(c.claim)}”: <span class="{cls}">{escape(c.verdict)}</span>{qualifier} — '
             f"{escape(c.detail)}</li>"
@@ -139,8 +152,7 @@ def _results(table: ResultsTable) -> str:
         f'<p class="{note_cls}">{escape(table.note)}</p>'
         + _table(header, rows)
         + "<p>Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
-        "Wall time: finished − started, else the sum of the epochs' seconds. Runs that failed: see "
-        "Failures.</p>"
+        f"Wall time: {WALL_TIME}. {FAILED_OR_CANCELLED}</p>"
         f"<h3>Do the seed's conclusions hold in this sweep?</h3><ul>{''.join(verdicts)}</ul>"
     )
 
@@ -184,6 +196,7 @@ def render_html(data: ReportData, items: Sequence[Item]) -> str:
         "heading": lambda h: f"<h{h[0]}>{escape(h[1])}</h{h[0]}>",
         "settings": _settings,
         "failures": _failures,
+        "cancelled": lambda lines: _cancelled(lines, data),
         "figure": lambda f: _figure(*f),
         "results": _results,
         "provenance": lambda runs: _section_prov(data, runs),

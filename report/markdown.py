@@ -11,7 +11,15 @@ from report.failures import Failure
 from report.figures import FigureSpec
 from report.outline import Item
 from report.provenance import Provenance, provenance
-from report.sections import BEYOND_HEADER, QUESTIONS, beyond_cells, runs_of
+from report.sections import (
+    BEYOND_HEADER,
+    FAILED_OR_CANCELLED,
+    QUESTIONS,
+    WALL_TIME,
+    beyond_cells,
+    cancelled_intro,
+    runs_of,
+)
 from report.settings import SettingsTable
 from report.tables import ResultsTable, row_cells, table_header
 
@@ -72,6 +80,11 @@ def _failures(fails: Sequence[Failure]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cancelled(lines: Sequence[str], data: ReportData) -> str:
+    body = [f"- {_cell(line)}" for line in lines]
+    return "\n".join(["## Cancelled", "", cancelled_intro(data.sweep.id), "", *body]) + "\n"
+
+
 def _results(table: ResultsTable) -> str:
     lines = [f"> {'✔' if table.comparable else '⚠'} {table.note}", ""]
     header = table_header(table.comparable)
@@ -82,13 +95,13 @@ def _results(table: ResultsTable) -> str:
     lines.append("")
     lines.append(
         "Final and best validation accuracy: mean ± standard deviation over seeds (n runs). "
-        "Wall time: finished − started, else the sum of the epochs' seconds. Runs that failed: see Failures."
+        f"Wall time: {WALL_TIME}. {FAILED_OR_CANCELLED}"
     )
     lines.append("")
     lines.append("#### Do the seed's conclusions hold in this sweep?")
     lines.append("")
-    qualifier = "" if table.comparable else " (indicative)"
     for c in table.conclusions:
+        qualifier = "" if table.comparable or c.holds is None else " (indicative)"
         lines.append(f"- “{c.claim}”: **{c.verdict}**{qualifier} — {c.detail}")
     return "\n".join(lines) + "\n"
 
@@ -132,6 +145,7 @@ def render_markdown(data: ReportData, items: Sequence[Item]) -> str:
         "heading": lambda h: f"{'#' * h[0]} {h[1]}\n",
         "settings": _settings,
         "failures": _failures,
+        "cancelled": lambda lines: _cancelled(lines, data),
         "figure": lambda f: _figure(*f),
         "results": _results,
         "provenance": lambda runs: _section_prov(data, runs),

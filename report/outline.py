@@ -13,7 +13,7 @@ from typing import Any
 
 from report.beyond import BeyondTable
 from report.data import ReportData
-from report.failures import Failure
+from report.failures import Failure, cancellation_line, cancellations
 from report.figures import FigureSpec
 from report.sections import placeholder_line, runs_of
 from report.settings import SettingsTable
@@ -29,8 +29,9 @@ class Item:
     """One piece of the document: ``kind`` names how to render ``value``.
 
     Kinds: ``warnings`` (list of str), ``heading`` (level, text), ``settings`` (SettingsTable), ``failures``
-    (list of Failure), ``figure`` (FigureSpec, png path), ``results`` (ResultsTable), ``provenance`` (the
-    runs a section shows), ``beyond`` (BeyondTable, its figures).
+    (list of Failure), ``cancelled`` (one line per cancelled run), ``figure`` (FigureSpec, png path),
+    ``results`` (ResultsTable), ``provenance`` (the runs a section shows), ``beyond`` (BeyondTable, its
+    figures).
     """
 
     kind: str
@@ -55,6 +56,9 @@ def outline(
     items += [Item("heading", (2, "Settings")), Item("settings", settings)]
     if fails:
         items.append(Item("failures", list(fails)))
+    cancelled = cancellations(data)
+    if cancelled:
+        items.append(Item("cancelled", [cancellation_line(r) for r in cancelled]))
     items.append(Item("heading", (2, "Exercise 3: training regimes")))
     items += [Item("figure", by_number[n]) for n in TRAINING_FIGURES if n in by_number]
     items += [

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from report.data import ReportData, RunInfo
+from storage.models import RunKind
 
 NOT_RECORDED = "not recorded"
 
@@ -70,7 +71,7 @@ def provenance(data: ReportData, runs: Iterable[RunInfo], *, sweep_level: bool =
         ("backend", _joined(_recorded(r, "keras_backend") for r in runs)),
         ("device", _joined(r.device for r in runs)),
         ("compile cache", _joined(_recorded(r, "compile_cache") for r in runs)),
-        ("training loop", _joined(_recorded(r, "train_loop") for r in runs if r.kind == "train")),
+        ("training loop", _joined(_recorded(r, "train_loop") for r in runs if r.kind == RunKind.TRAIN)),
         ("dates", dates),
     )
     return Provenance(items=items)

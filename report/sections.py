@@ -20,6 +20,20 @@ QUESTIONS = (
     "augmentation (random shift of up to 4 pixels, horizontal flip), alone and together.",
 )
 
+WALL_TIME = (
+    "time spent running (finished − started for a run claimed once; for a run resumed after a retry or a "
+    "lost worker, the sum of its epochs' seconds, so the wait between attempts is not counted)"
+)
+FAILED_OR_CANCELLED = "Runs that failed: see Failures; runs that were cancelled: see Cancelled."
+
+
+def cancelled_intro(sweep_id: str) -> str:
+    return (
+        "Stopped on request, not errors: a cancelled training keeps its checkpoint, and no conclusion is "
+        f"judged on a run that did not finish. `orchestrator retry {sweep_id}` resumes them."
+    )
+
+
 BEYOND_HEADER = [
     "Run",
     "What changes (vs the seed's run of its regime)",

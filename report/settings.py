@@ -16,6 +16,7 @@ from contract.profiles import PROFILES, resolve_profile
 from contract.specs import ImageKind, Regime, SpecError
 from report import captions
 from report.data import ReportData, RunInfo, TrainRun, VisRun
+from storage.models import RunKind
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 NOT_RECORDED = "not recorded"
@@ -291,7 +292,7 @@ def _framework(run: RunInfo) -> str | None:
 
 
 def _environment(data: ReportData) -> tuple[Setting, ...]:
-    runs = [r for r in data.all_runs if r.kind in ("train", "visualize")]
+    runs = [r for r in data.all_runs if r.kind in (RunKind.TRAIN, RunKind.VISUALIZE)]
     if not runs:
         return ()
     precision = _recorded(runs, lambda r: r.environment.get("dtype_policy"))

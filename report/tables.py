@@ -2,7 +2,8 @@
 
 Accuracies are stored as fractions (Keras's metrics); the table shows percent and differences in points.
 Final and best values are taken over succeeded runs; a regime with none succeeded yet shows its runs so far,
-flagged ``partial``.
+flagged ``partial``. The seed's conclusions are judged on succeeded runs only: a cancelled or still running
+run's last epoch is not its result.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import statistics
 from dataclasses import dataclass
 
 from contract.specs import Regime
-from report.data import REGIME_ORDER, ReportData, TrainRun
+from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun
+from report.failures import NO_MESSAGE, reached
+from storage.models import ENDED_BADLY, RunStatus
 
 REGIME_LABELS: dict[str, str] = {Regime.SCRATCH: "Rand.", Regime.IMAGENET: "Imag.", Regime.FINETUNE: "FT"}
 REGIME_NAMES: dict[str, str] = {
@@ -23,17 +26,24 @@ PAPER_PROFILE = "paper"
 FT_TOLERANCE_POINTS = 5.0
 
 
+SEED_EPOCHS = 60  # every regime of the seed trains 60 epochs
+
+
 @dataclass(frozen=True)
 class SeedValue:
     final_percent: float
     text: str
+    # (epoch, validation accuracy in percent) where the seed states a value: Fig. 1 marks them.
+    points: tuple[tuple[int, float], ...] = ()
 
 
 # What the seed reports (Exercise 3, Figs. 1-2).
 SEED_VALUES: dict[str, SeedValue] = {
-    Regime.SCRATCH: SeedValue(35.4, "35.4 % after 60 epochs"),
-    Regime.IMAGENET: SeedValue(78.0, "starts near 38 %, reaches about 78 %"),
-    Regime.FINETUNE: SeedValue(78.0, "ends near 78 %, the same as ImageNet"),
+    Regime.SCRATCH: SeedValue(35.4, "35.4 % after 60 epochs", ((SEED_EPOCHS, 35.4),)),
+    Regime.IMAGENET: SeedValue(
+        78.0, "starts near 38 %, reaches about 78 %", ((1, 38.0), (SEED_EPOCHS, 78.0))
+    ),
+    Regime.FINETUNE: SeedValue(78.0, "ends near 78 %, the same as ImageNet", ((SEED_EPOCHS, 78.0),)),
 }
 
 
@@ -54,8 +64,8 @@ class RegimeRow:
     regime: str
     label: str
     runs: int
-    statuses: tuple[str, ...]
-    final: Stat | None
+    statuses: tuple[RunStatus, ...]
+    final: Stat | None  # succeeded runs; with none, the runs so far (``partial``)
     best: Stat | None
     partial: bool
     epochs_done: int
@@ -63,20 +73,23 @@ class RegimeRow:
     seconds: float | None  # mean wall time per run
     images_per_second: float | None
     devices: tuple[str, ...]
-    errors: tuple[str, ...]  # "r-…: message" for failed or cancelled runs
+    errors: tuple[str, ...]  # "r-… failed: message" for failed runs
     seed_value: SeedValue
     diff_points: float | None
+    finished: Stat | None = None  # final val. accuracy of the succeeded runs alone: what is judged
+    unfinished: tuple[RunInfo, ...] = ()  # runs left out of ``finished`` (cancelled, failed, running)
+    cancelled: tuple[str, ...] = ()  # "r-… cancelled after epoch 2 of 8" for cancelled runs
 
 
 @dataclass(frozen=True)
 class Conclusion:
     claim: str
-    holds: bool | None  # None: not enough data to tell
+    holds: bool | None  # None: not judged (a regime has no finished run; ``detail`` says which)
     detail: str
 
     @property
     def verdict(self) -> str:
-        return {True: "holds", False: "does not hold", None: "cannot tell yet"}[self.holds]
+        return {True: "holds", False: "does not hold", None: "not judged"}[self.holds]
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ def _stat(values: list[float]) -> Stat | None:
 
 
 def regime_row(regime: str, runs: tuple[TrainRun, ...]) -> RegimeRow:
-    done = [r for r in runs if r.run.status == "succeeded" and r.final_val_accuracy is not None]
+    done = [r for r in runs if r.run.succeeded and r.final_val_accuracy is not None]
     partial = not done or len(done) < len(runs)
     counted = done or [r for r in runs if r.final_val_accuracy is not None]
     final = _stat([r.final_val_accuracy for r in counted if r.final_val_accuracy is not None])
@@ -118,40 +131,75 @@ def regime_row(regime: str, runs: tuple[TrainRun, ...]) -> RegimeRow:
         images_per_second=statistics.fmean(ips) if ips else None,
         devices=tuple(sorted({r.run.device for r in runs if r.run.device})),
         errors=tuple(
-            f"{r.run.id} {r.run.status}: {r.run.error or 'no error message recorded'}"
+            f"{r.run.id} failed: {r.run.error or NO_MESSAGE}"
             for r in runs
-            if r.run.status in ("failed", "cancelled")
+            if r.run.status == RunStatus.FAILED
         ),
         seed_value=seed_value,
         diff_points=final.mean - seed_value.final_percent if final and regime in SEED_VALUES else None,
+        finished=_stat([r.final_val_accuracy for r in done if r.final_val_accuracy is not None]),
+        unfinished=tuple(r.run for r in runs if r.run.id not in {d.run.id for d in done}),
+        cancelled=tuple(
+            f"{r.run.id} cancelled {reached(r.run)}" for r in runs if r.run.status == RunStatus.CANCELLED
+        ),
     )
 
 
+def _not_judged(claim: str, rows: dict[str, RegimeRow], regimes: tuple[str, ...]) -> Conclusion | None:
+    """A conclusion that cannot be judged because a regime it compares has no finished run: which runs
+    are unfinished, and how far they got. None when every regime has one."""
+    missing = []
+    for regime in regimes:
+        row = rows.get(regime)
+        name = REGIME_NAMES.get(regime, regime)
+        if row is None:
+            missing.append(f"{name} has no run in this sweep")
+        elif row.finished is None:
+            ends = "; ".join(f"{r.id} {_how_far(r)}" for r in row.unfinished) or "no run"
+            missing.append(f"{name} is unfinished ({ends})")
+    if not missing:
+        return None
+    return Conclusion(claim, None, "; ".join(missing))
+
+
+def _how_far(run: RunInfo) -> str:
+    if run.status in ENDED_BADLY:
+        return f"{run.status} {reached(run)}"
+    return f"{run.status}, {run.last_epoch} of {run.total_epochs} epochs so far"
+
+
+def _left_out(*rows: RegimeRow) -> str:
+    """Which runs a judged conclusion leaves out because they did not finish."""
+    n = sum(len(r.unfinished) for r in rows)
+    return f"; {n} unfinished run{'s' if n > 1 else ''} left out" if n else ""
+
+
 def conclusions(rows: dict[str, RegimeRow]) -> tuple[Conclusion, ...]:
-    """The seed's two findings, checked on final validation accuracy (mean over seeds)."""
-    scratch, imagenet, finetune = (rows.get(r) for r in REGIME_ORDER)
-    s = scratch.final if scratch else None
-    i = imagenet.final if imagenet else None
-    f = finetune.final if finetune else None
-    if s and i:
+    """The seed's two findings, checked on the final validation accuracy of succeeded runs (mean over
+    seeds); a run cancelled, failed or still running is not judged on."""
+    scratch, imagenet, finetune = REGIME_ORDER
+    beats = _not_judged("ImageNet init beats random init", rows, (imagenet, scratch))
+    if beats is None:
+        s, i = rows[scratch].finished, rows[imagenet].finished
+        assert s is not None and i is not None
         beats = Conclusion(
             "ImageNet init beats random init",
             i.mean > s.mean,
             f"final val. accuracy: ImageNet {i.mean:.1f} % vs random {s.mean:.1f} % "
-            f"({i.mean - s.mean:+.1f} points)",
+            f"({i.mean - s.mean:+.1f} points{_left_out(rows[scratch], rows[imagenet])})",
         )
-    else:
-        beats = Conclusion("ImageNet init beats random init", None, "needs final accuracies of both regimes")
-    if f and i:
+    near = _not_judged("FT ends near ImageNet", rows, (finetune, imagenet))
+    if near is None:
+        f, i = rows[finetune].finished, rows[imagenet].finished
+        assert f is not None and i is not None
         gap = f.mean - i.mean
+        left_out = _left_out(rows[finetune], rows[imagenet])
         near = Conclusion(
             "FT ends near ImageNet",
             abs(gap) <= FT_TOLERANCE_POINTS + 1e-9,  # floating point: 55.0 - 50.0 may be 5.000000000000007
             f"final val. accuracy: FT {f.mean:.1f} % vs ImageNet {i.mean:.1f} % ({gap:+.1f} points; "
-            f"'near' means within {FT_TOLERANCE_POINTS:.0f} points)",
+            f"'near' means within {FT_TOLERANCE_POINTS:.0f} points{left_out})",
         )
-    else:
-        near = Conclusion("FT ends near ImageNet", None, "needs final accuracies of both regimes")
     return beats, near
 
 
@@ -196,7 +244,7 @@ def row_cells(row: RegimeRow, comparable: bool) -> list[str]:
     itself says they are not comparable, so it does not print the numbers."""
     final = row.final.text() if row.final else "–"
     if row.final and row.partial:
-        final += " (so far)" if not any(s == "succeeded" for s in row.statuses) else " (succeeded runs)"
+        final += " (so far)" if RunStatus.SUCCEEDED not in row.statuses else " (succeeded runs)"
     diff = f"{row.diff_points:+.1f}" if row.diff_points is not None else "–"
     status = ", ".join(f"{row.statuses.count(s)} {s}" for s in sorted(set(row.statuses)))
     cells = [

@@ -62,7 +62,8 @@ def test_fig1_has_train_and_validation_line_per_regime_and_phase_marker(
     ax = spec.figure.axes[0]
     labels = [str(line.get_label()) for line in ax.get_lines()]
     assert sorted(labels[:6]) == sorted(f"{r} {t}" for r in ("Rand.", "Imag.", "FT") for t in ("E", "V"))
-    assert len(labels) == 7 and labels[6].startswith("FT: head → tune")
+    assert labels[6].startswith("FT: head → tune")
+    assert labels[7:] == ["_nolegend_"] * 3 + ["seed reports", "chance (10 %)"]  # profile paper, 60 epochs
     assert np.asarray(ax.get_lines()[6].get_xdata(), dtype=float)[0] == pytest.approx(20.5)
     styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
     assert styles["Rand. E"] == "--" and styles["Rand. V"] == "-"
@@ -79,7 +80,8 @@ def test_several_seeds_draw_mean_and_min_max_band(
     spec = accuracy_figure(data)
     ax = spec.figure.axes[0]
     assert len(ax.collections) == 6  # a band for E and V of each regime
-    assert len([line for line in ax.get_lines() if not str(line.get_label()).startswith("FT:")]) == 6
+    curves = [line for line in ax.get_lines() if not str(line.get_label()).startswith(("FT:", "chance"))]
+    assert len(curves) == 6
     assert "mean over up to 3 seeds" in spec.caption and "min to max" in spec.caption
     # The mean line lies within its band.
     rand_v = next(line for line in ax.get_lines() if line.get_label() == "Rand. V")

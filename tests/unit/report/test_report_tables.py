@@ -115,16 +115,18 @@ def test_other_profiles_say_the_comparison_is_indicative(
         assert "holds" in text  # the qualitative findings are still stated
 
 
-def test_missing_regime_cannot_tell(
+def test_missing_or_running_regime_is_not_judged(
     make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
 ) -> None:
     b = make_sweep()
     b.train("scratch", 0, epochs=5)
-    b.train("imagenet", 0, epochs=5, done=2, status="running")
+    running = b.train("imagenet", 0, epochs=5, done=2, status="running")
     b.session.commit()
     table = _table(db, artifacts_root)
     beats, near = table.conclusions
-    assert beats.holds is True  # running imagenet's values so far still count, flagged partial
-    assert near.holds is None and near.verdict == "cannot tell yet"
+    # A running run's values so far are shown (flagged partial) but no conclusion stands on them.
+    assert beats.holds is None and beats.verdict == "not judged"
+    assert f"ImageNet init is unfinished ({running.id} running, 2 of 5 epochs so far)" in beats.detail
+    assert near.holds is None and "fine-tuning has no run in this sweep" in near.detail
     imagenet = next(r for r in table.rows if r.regime == "imagenet")
     assert imagenet.partial and imagenet.epochs_done == 2

@@ -38,6 +38,7 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
     """Follow a sweep until every run has ended, with a local worker on the embedded broker; then the
     report's path and the runs that did not succeed. Ctrl-C: see :func:`interrupt`."""
     from orchestrator import monitor
+    from orchestrator import rows as status_rows
     from orchestrator.local_worker import LocalWorker
 
     local = None
@@ -47,8 +48,8 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
             local = LocalWorker(preflight.absolute_inputs(settings))
             console.print(f"started local worker {local.name} (log: {local.log_path})", highlight=False)
 
-        def finished(rows: list[monitor.RunRow]) -> bool:
-            return monitor.all_finished(rows) or (local is not None and not local.alive())
+        def finished(rows: list[status_rows.RunRow]) -> bool:
+            return status_rows.all_finished(rows) or (local is not None and not local.alive())
 
         rows = monitor.watch(db, sweep_id, console, until=finished)
     except KeyboardInterrupt:
@@ -61,7 +62,7 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
         restore()
     if local:
         local.stop()
-    if local and not monitor.all_finished(rows):
+    if local and not status_rows.all_finished(rows):
         raise OrchestratorError(f"the local worker exited early; see {local.log_path}")
     failed = [r for r in rows if r.status in ("failed", "cancelled")]
     report_dir = settings.artifacts_dir / ArtifactStore.sweep_report_dir(sweep_id)

@@ -228,6 +228,13 @@ def _submit(
         flow.check_image(photo)
     plan = build(values)
     others = flow.alternative_plans(options.profile, build) if compare_profiles else None
+    if settings.embedded_broker and settings.database_url_override is None and not settings.home.exists():
+        # The first submit here: nothing can be reused yet, so every planned run will execute. What the
+        # local worker needs is checked before the database and the broker create $CONVLAB_HOME, so a
+        # refusal leaves nothing behind.
+        from orchestrator import preflight
+
+        preflight.check_local_run(settings, [(r.kind, r.spec, r.label) for r in plan.runs])
     submitted = flow.submit_plan(
         settings,
         cli.db,
@@ -387,35 +394,16 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
         if as_json:
             click.echo(json.dumps(detail, indent=2, default=str))
         else:
-            for key in (
-                "id",
-                "kind",
-                "label",
-                "status",
-                "epoch",
-                "epochs",
-                "val_accuracy",
-                "attempts",
-                "worker",
-                "device",
-                "error",
-            ):
-                value = detail.get(key)
-                click.echo(f"{key:>13}: {round(value, 4) if isinstance(value, float) else value}")
-            if detail.get("epoch_fraction") is not None:  # inside an epoch: how far, how fast
-                fraction, rate = detail["epoch_fraction"], detail["live_images_per_second"]
-                where = f"{detail['epoch'] + 1}, {fraction:.0%} of its batches"
-                click.echo(f"{'in epoch':>13}: {where}, {rate:.0f} images/s")
-            for h in detail["history"]:
-                click.echo(
-                    f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-                    f"val_acc {h['val_accuracy'] if h['val_accuracy'] is not None else float('nan'):.4f}"
-                )
+            for line in monitor.run_lines(detail, cli.settings.artifacts_dir):
+                click.echo(line)
         return
     sweep_id = resolve_sweep(db, target)
     console = monitor.make_console()  # a pipe or a log: nothing squeezed into 80 columns
     if watch and not as_json:
-        monitor.watch(db, sweep_id, console)
+        from orchestrator.follow import report_location
+
+        if status_rows.all_finished(monitor.watch(db, sweep_id, console)):
+            monitor.say(console, report_location(cli.settings, db, sweep_id))
         return
     rows = status_rows.sweep_rows(db, sweep_id)
     if as_json:
@@ -423,7 +411,7 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
             json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str)
         )
     else:
-        profile = status_rows.sweep_profile(db, sweep_id)
+        profile = monitor.describe_sweep(db, sweep_id)
         console.print(monitor.render_sweep(console, sweep_id, rows, profile))
 
 
@@ -474,6 +462,7 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     from orchestrator.runs import retry as requeue
     from orchestrator.runs import retry_targets, sweep_of
     from orchestrator.services import check_broker
+    from storage.models import RunKind
     from worker.dispatch import dispatch_ready
 
     db = cli.db()
@@ -485,6 +474,8 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     sweep_id = sweep_of(db, target)
     for r in requeue(db, target):
         resume = " (resumes from its last checkpoint)" if r.resumes else ""
+        if not r.resumes and r.kind == RunKind.TRAIN:
+            resume = " (starts from the first epoch: it never saved a checkpoint)"
         click.echo(f"{r.run}: queued again{resume}{f' (depends on {r.because_of})' if r.because_of else ''}")
     dispatch_ready(app, db)
     _follow_or_hint(settings, db, sweep_id, wait)

@@ -10,11 +10,17 @@ from typing import Any
 
 from storage import repository as repo
 from storage.db import Database
-from storage.models import TERMINAL_STATUSES, RunStatus
+from storage.models import TERMINAL_STATUSES, ArtifactKind, RunKind, RunStatus
 
 # What status tables call a run satisfied by an earlier identical run instead of being executed (stored
 # as succeeded, with ``reused_run_id``): shown apart, so that a user sees what ran now and what did not.
 CACHED = "cached"
+
+
+def shown_worker(name: str | None) -> str | None:
+    """A worker's name as its user gave it: Celery names a node ``celery@NAME`` when ``--name`` has no
+    ``@`` (``orchestrator worker``'s own names always have one, so nothing else is stripped)."""
+    return name.removeprefix("celery@") if name else name
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class RunRow:
     id: str
     kind: str
     label: str
-    status: str  # the stored status, or "cached" for a run satisfied by an earlier identical one
+    status: str  # a RunStatus member, or CACHED for a run satisfied by an earlier identical one
     epoch: int
     epochs: int
     val_accuracy: float | None
@@ -35,6 +41,9 @@ class RunRow:
     # How far into the epoch under way a running training is (0-1), and its images/s so far in it.
     epoch_fraction: float | None = None
     live_images_per_second: float | None = None
+    # How many times the run started (was claimed), counting those a graceful hand-back refunded from
+    # ``attempts`` (Ctrl-C, SIGTERM): a training that ran five epochs and was handed back started once.
+    starts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         record = {
@@ -46,13 +55,14 @@ class RunRow:
             "val_accuracy": self.val_accuracy,
             "eta_seconds": self.eta_seconds,
             "attempts": self.attempts,
+            "starts": self.starts,
             "worker": self.worker,
             "device": self.device,
             "error": self.error,
             "reused_run_id": self.reused_run_id,
             "label": self.label,
         }
-        if self.kind == "train":
+        if self.kind == RunKind.TRAIN:
             record["regime"] = self.label
         if self.epoch_fraction is not None:
             record["epoch_fraction"] = round(self.epoch_fraction, 4)
@@ -62,12 +72,12 @@ class RunRow:
 
 def _row(summary: Any, source: Any) -> RunRow:
     """``source`` is the run whose results count: the run itself, or the earlier run it reuses."""
-    status = CACHED if summary.reused_run_id else str(summary.status)
+    status = CACHED if summary.reused_run_id else RunStatus(summary.status)
     epochs = summary.total_epochs
     epoch = source.last_epoch
-    fraction, live_rate = _live_progress(source) if status == "running" else (None, None)
+    fraction, live_rate = _live_progress(source) if status == RunStatus.RUNNING else (None, None)
     eta = None
-    if status == "running" and epochs:
+    if status == RunStatus.RUNNING and epochs:
         remaining = max(0.0, epochs - epoch - (fraction or 0.0))
         if source.seconds_per_epoch:
             eta = source.seconds_per_epoch * remaining
@@ -84,13 +94,14 @@ def _row(summary: Any, source: Any) -> RunRow:
         epochs=epochs,
         val_accuracy=source.val_accuracy,
         eta_seconds=eta,
-        worker=source.worker,
+        worker=shown_worker(source.worker),
         device=source.device,
         attempts=summary.attempts,
         error=summary.error,
         reused_run_id=summary.reused_run_id,
         epoch_fraction=fraction,
         live_images_per_second=live_rate,
+        starts=summary.fence,
     )
 
 
@@ -130,16 +141,24 @@ def run_detail(db: Database, run_id: str) -> dict[str, Any]:
         record["traceback"] = summary.traceback
         record["history"] = [r.to_dict() for r in repo.epoch_history(s, source.id)]
         # Paths relative to $CONVLAB_HOME/artifacts; the files whose results the run stands on.
+        artifacts = repo.artifacts_of(s, source.id)
         record["artifacts"] = [
-            {"path": a.path, "sha256": a.sha256, "bytes": a.bytes} for a in repo.artifacts_of(s, source.id)
+            {"path": a.path, "kind": str(a.kind), "sha256": a.sha256, "bytes": a.bytes} for a in artifacts
         ]
+        # The trained model (``keras.saving.load_model`` opens it): the checkpoint the run stands on.
+        models = [
+            a.path for a in artifacts if a.kind == ArtifactKind.CHECKPOINT and a.path.endswith(".keras")
+        ]
+        record["model"] = models[-1] if models else None
         return record
 
 
 def all_finished(rows: list[RunRow]) -> bool:
-    return all(r.status == CACHED or RunStatus(r.status) in TERMINAL_STATUSES for r in rows)
+    return all(r.status == CACHED or r.status in TERMINAL_STATUSES for r in rows)
 
 
-def sweep_profile(db: Database, sweep_id: str) -> str | None:
+def sweep_setup(db: Database, sweep_id: str) -> tuple[str | None, dict[str, str]]:
+    """The sweep's profile and its ``--set`` overrides (as given)."""
     with db.session(readonly=True) as s:
-        return repo.get_sweep(s, sweep_id).profile
+        sweep = repo.get_sweep(s, sweep_id)
+        return sweep.profile, dict(sweep.overrides or {})

@@ -48,6 +48,8 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# Ended without results of its own: what a sweep's end names, and what `retry` can queue again.
+ENDED_BADLY = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class RunKind(enum.StrEnum):

@@ -60,6 +60,10 @@ def nothing_written(home: Path) -> bool:
         (["submit", "all", "--profile", "smoke", "--set", "batch_size=0"], "batch_size: must be between 1"),
         (["submit", "all", "--profile", "smoke", "--seeds", "0"], "--seeds: must be between 1 and 100"),
         (["submit", "all", "--profile", "smoke", "--set", "epochs"], "--set: expected KEY=VALUE"),
+        (
+            ["submit", "explain", "--profile", "smoke", "--set", "lr=1e-4", "--set", "lr=1e-3"],
+            "--set: lr given twice (lr=1e-4 and lr=1e-3); give it once",
+        ),
         (["submit", "all", "--profile", "smoke", "--image", "/nonexistent/dog.jpg"], "--image: no such file"),
     ],
 )

@@ -99,7 +99,7 @@ _CUT_LAYOUTS = (
     _Layout(("run", "what", "status", "epoch"), merged_kind=True),
     _Layout(("run", "what", "status"), merged_kind=True),
 )
-_MIN_LABEL = 8
+_MIN_LABEL = 16
 _RIGHT = {"epoch", "val acc", "ETA", "tries"}
 
 

@@ -121,11 +121,12 @@ _PSYCOPG = "postgresql+psycopg://"
 _DATABASE_SCHEMES = {"postgresql+psycopg": _PSYCOPG, "postgresql": _PSYCOPG, "postgres": _PSYCOPG}
 DATABASE_FORMS = "postgresql+psycopg://, postgresql://, postgres:// (PostgreSQL) or sqlite:///PATH"
 
-# Redis only. RabbitMQ (amqp://) is refused, not ignored: its broker closes the channel of a consumer
-# that holds a message unacknowledged for longer than its consumer_timeout (30 min by default since
-# 3.8.17; per queue only from 3.12). Tasks are acknowledged after they ran (task_acks_late), and a
-# training runs for hours: every half hour its channel would be closed and its message redelivered.
-# Acknowledging early does not help either: a message prefetched behind a busy slot waits unacknowledged.
+# Redis only. RabbitMQ (amqp://) is refused, not ignored: it closes the channel of a consumer that holds
+# a message unacknowledged for longer than its consumer_timeout (30 min by default since 3.8.17; settable
+# per queue only from 3.11.15, server-wide before; Celery workers have been seen to stop on the
+# resulting PRECONDITION_FAILED, Kitware/dive#995). Tasks are acknowledged after they ran
+# (task_acks_late) and a training runs for hours. Acknowledging early would not help: a message
+# prefetched behind a busy slot waits unacknowledged just as long.
 BROKER_FORMS = "redis://HOST:PORT/DB or rediss://HOST:PORT/DB (unset: the embedded broker)"
 
 

@@ -154,7 +154,21 @@ def _natural_width(table: Table) -> int:
     return Measurement.get(console, console.options, table).maximum
 
 
-def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple[str, ...]) -> Text:
+def _joined(parts: list[str], width: int | None) -> str:
+    """``a · b · c``, broken between parts (never inside one: an id, a device name) where a line would
+    pass ``width``."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and (width is None or len(lines[-1]) + 3 + len(part) <= width):
+            lines[-1] += " \u00b7 " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _header(
+    sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple[str, ...], width: int | None = None
+) -> Text:
     """``sweep S · profile P · 1 running, 2 queued``, and on a second line what a dropped column would
     have repeated on every row (the one worker and device at work), so narrowing loses no fact."""
     counts: dict[str, int] = {}
@@ -181,9 +195,9 @@ def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple
         facts.append(f"worker {workers[0]}" if len(workers) == 1 else f"{len(workers)} workers")
     if "device" not in shown and devices:
         facts.append(" and ".join(devices) if len(devices) <= 2 else f"{len(devices)} devices")
-    text = Text(" \u00b7 ".join(parts), style="bold")
+    text = Text(_joined(parts, width), style="bold")
     if facts:
-        text.append("\non " + " \u00b7 ".join(facts), style="dim")
+        text.append("\n" + _joined(["on " + facts[0], *facts[1:]], width), style="dim")
     return text
 
 
@@ -223,7 +237,7 @@ def render_table(
     ``width=None``: no limit (a pipe or a log): every column, and error lines never cut or wrapped.
     """
     layout, table = _fit(rows, width, ascii_only)
-    parts: list[Any] = [_header(sweep_id, rows, profile, layout.columns), table]
+    parts: list[Any] = [_header(sweep_id, rows, profile, layout.columns, width), table]
     for r in rows:
         if r.status == RunStatus.FAILED and r.error:
             line = Text(f"{r.id}: {r.error.splitlines()[0]}", style="red")

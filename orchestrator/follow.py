@@ -89,7 +89,10 @@ def report_location(settings: Settings, db: Database, sweep_id: str) -> str:
     if path.exists():
         return f"report: {path}"
     where = shown_worker(run.worker) or "its worker"
-    return f"report: written by {where} (not found here at {path}); {build_here}"
+    return (
+        f"report: written by {where}, not found here at {path}; `orchestrator report {sweep_id}` builds "
+        "one here (its pictures need the workers' artifacts folder)"
+    )
 
 
 def _hang_up_like_ctrl_c() -> Callable[[], None]:

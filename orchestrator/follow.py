@@ -77,7 +77,7 @@ def report_location(settings: Settings, db: Database, sweep_id: str) -> str:
     (a worker on another host, with its own disk) where that worker wrote it and how to get one here."""
     from orchestrator.rows import shown_worker
 
-    build_here = f"`orchestrator report {sweep_id}` builds it here"
+    build_here = f"`orchestrator report {sweep_id}` builds one here"
     with db.session(readonly=True) as s:
         reports = [r for r in repo.sweep_runs(s, sweep_id) if r.kind == RunKind.REPORT]
     if not reports:

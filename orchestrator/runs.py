@@ -128,9 +128,9 @@ def retry(db: Database, target: str) -> list[Requeued]:
     done = []
     with db.session() as s:
         for run in _retry_candidates(s, target):
-            repo.retry_run(s, run.id)
-            because_of = target if run.id != target and target.startswith("r-") else None
             # A training resumes only from a checkpoint it committed; one that never got that far starts.
             resumes = run.kind == RunKind.TRAIN and run.checkpoint is not None
+            repo.retry_run(s, run.id)
+            because_of = target if run.id != target and target.startswith("r-") else None
             done.append(Requeued(describe(run), resumes, because_of, RunKind(run.kind)))
     return done

@@ -280,8 +280,10 @@ def run_lines(detail: dict[str, Any], artifacts_dir: Path) -> list[str]:
         lines.append(
             field("in epoch", f"{detail['epoch'] + 1}, {fraction:.0%} of its batches, {rate:.0f} images/s")
         )
-    lines.append(field("settings", f"seed={detail.get('seed')}"))
-    lines += [f"{'':>15}{key}={value}" for key, value in sorted((detail.get("spec") or {}).items())]
+    spec = dict(detail.get("spec") or {})
+    spec.setdefault("seed", detail.get("seed"))
+    lines.append(field("settings", "what it ran with (its stored spec):"))
+    lines += [f"{'':>15}{key}={value}" for key, value in sorted(spec.items())]
     if detail.get("model"):
         lines.append(field("model", artifacts_dir / detail["model"]))
     artifacts = detail.get("artifacts") or []

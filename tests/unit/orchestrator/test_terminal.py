@@ -280,7 +280,8 @@ def test_status_of_a_run_shows_its_settings_files_model_and_tries(home: Path, db
     assert "tries: started 1, 0 counted against the limit" in text
     for line in ("regime=scratch", "epochs=5", "lr=0.0001", "batch_size=32"):
         assert re.search(rf"^\s+{re.escape(line)}$", text, re.M), text
-    assert "settings: seed=3" in text
+    assert "settings: what it ran with (its stored spec):" in text
+    assert re.search(r"^\s+seed=3$", text, re.M), text
     assert f"model: {artifacts / model.path}" in text
     assert f"{artifacts / state.path} (2 bytes)" in text
     table = invoke("status", sweep).output

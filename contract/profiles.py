@@ -123,11 +123,18 @@ def resolve_profile(name: str, overrides: Mapping[str, str] | None = None) -> Pr
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["epochs=3", "lr=1e-3"]`` -> ``{"epochs": "3", "lr": "1e-3"}``."""
+    """``["epochs=3", "lr=1e-3"]`` -> ``{"epochs": "3", "lr": "1e-3"}``. A key given twice is refused:
+    the last one winning in silence would run a sweep the user did not ask for (one value per key; a
+    grid is several submits)."""
     result: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise SpecError("--set", f"expected KEY=VALUE, got {item!r}")
-        result[key.strip()] = value.strip()
+        if key in result:
+            raise SpecError(
+                "--set", f"{key} given twice ({key}={result[key]} and {key}={value.strip()}); give it once"
+            )
+        result[key] = value.strip()
     return result

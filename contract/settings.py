@@ -114,6 +114,49 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     return raw.strip().lower()
 
 
+# The database URLs convlab can open, as users write them. ``postgres://`` (Heroku's, most hosting
+# services') and ``postgresql://`` mean psycopg 3, the driver convlab installs; SQLAlchemy alone would
+# reach for psycopg2 (not installed) or refuse ``postgres`` outright.
+_PSYCOPG = "postgresql+psycopg://"
+_DATABASE_SCHEMES = {"postgresql+psycopg": _PSYCOPG, "postgresql": _PSYCOPG, "postgres": _PSYCOPG}
+DATABASE_FORMS = "postgresql+psycopg://, postgresql://, postgres:// (PostgreSQL) or sqlite:///PATH"
+
+# Redis only. RabbitMQ (amqp://) is refused, not ignored: it closes the channel of a consumer that holds
+# a message unacknowledged for longer than its consumer_timeout (30 min by default since 3.8.17; settable
+# per queue only from 3.11.15, server-wide before; Celery workers have been seen to stop on the
+# resulting PRECONDITION_FAILED, Kitware/dive#995). Tasks are acknowledged after they ran
+# (task_acks_late) and a training runs for hours. Acknowledging early would not help: a message
+# prefetched behind a busy slot waits unacknowledged just as long.
+BROKER_FORMS = "redis://HOST:PORT/DB or rediss://HOST:PORT/DB (unset: the embedded broker)"
+
+
+def _database_url(raw: str | None) -> str | None:
+    """``CONVLAB_DATABASE_URL`` in the form SQLAlchemy opens, or a one-line refusal."""
+    if not raw:
+        return None
+    scheme, sep, rest = raw.strip().partition("://")
+    if sep and scheme.lower() in _DATABASE_SCHEMES:
+        return _DATABASE_SCHEMES[scheme.lower()] + rest
+    if sep and scheme.lower() == "sqlite":
+        return raw.strip()
+    raise SettingsError(f"CONVLAB_DATABASE_URL={mask_url(raw)!r}: expected {DATABASE_FORMS}")
+
+
+def _broker_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    scheme, sep, _rest = raw.strip().partition("://")
+    if sep and scheme.lower() in ("redis", "rediss"):
+        return raw.strip()
+    why = (
+        "; RabbitMQ is not supported (it closes a channel whose task runs longer than its "
+        "consumer_timeout, and trainings run for hours)"
+        if scheme.lower() in ("amqp", "amqps", "pyamqp", "librabbitmq")
+        else ""
+    )
+    raise SettingsError(f"CONVLAB_BROKER_URL={mask_url(raw)!r}: expected {BROKER_FORMS}{why}")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the environment once. Pass ``env`` in tests instead of patching ``os.environ``."""
     env = os.environ if env is None else env
@@ -122,8 +165,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"CONVLAB_MAX_ATTEMPTS={attempts_raw!r}: expected a whole number >= 1")
     return Settings(
         home=Path(env.get("CONVLAB_HOME") or DEFAULTS["CONVLAB_HOME"][0]).absolute(),
-        database_url_override=env.get("CONVLAB_DATABASE_URL") or None,
-        broker_url=env.get("CONVLAB_BROKER_URL") or None,
+        database_url_override=_database_url(env.get("CONVLAB_DATABASE_URL")),
+        broker_url=_broker_url(env.get("CONVLAB_BROKER_URL")),
         cifar10_path=env.get("CONVLAB_CIFAR10") or None,
         weights_dir=env.get("CONVLAB_WEIGHTS_DIR") or None,
         lease_seconds=_positive_float(env, "CONVLAB_LEASE_SECONDS"),

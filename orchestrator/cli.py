@@ -145,7 +145,32 @@ def submit() -> None:
     """Submit the whole plan (`all`) or single runs."""
 
 
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What every ``submit`` command takes (see :func:`_common_submit_options`)."""
+
+    profile: str
+    assignments: tuple[str, ...]
+    base_seed: int
+    force: bool
+    wait: bool | None
+
+
 def _common_submit_options(fn: F) -> F:
+    """The options every ``submit`` command takes, handed to it as one ``options: SubmitOptions``."""
+
+    @wraps(fn)
+    def with_options(
+        *args: Any,
+        profile: str,
+        assignments: tuple[str, ...],
+        base_seed: int,
+        force: bool,
+        wait: bool | None,
+        **kwargs: Any,
+    ) -> Any:
+        return fn(*args, options=SubmitOptions(profile, assignments, base_seed, force, wait), **kwargs)
+
     options = [
         click.option(
             "--profile",
@@ -177,27 +202,47 @@ def _common_submit_options(fn: F) -> F:
             help="Follow progress until done (default: wait on the embedded broker, not on Redis).",
         ),
     ]
+    decorated: Any = with_options
     for option in reversed(options):
-        fn = option(fn)
-    return fn
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 def _submit(
     cli: CliContext,
-    plan: Plan,
+    options: SubmitOptions,
+    build: Callable[[dict[str, object]], Plan],
     *,
-    profile: str,
-    overrides: dict[str, str],
-    force: bool,
-    wait: bool | None,
-    alternatives: dict[str, Plan] | None = None,
+    photos: Sequence[Path] = (),
+    compare_profiles: bool = True,
 ) -> None:
-    """Write and send a plan, say what happened, then follow it (or say how to)."""
+    """Plan with the profile's values and the --set overrides, write and send the plan, say what
+    happened, then follow it (or say how to). ``photos`` are checked readable before anything is
+    written. ``compare_profiles``: estimate the same plan under the other profiles too, so that a long
+    plan's warning can name a faster one."""
     from orchestrator import submit as flow
 
     settings = cli.settings
+    values, overrides = flow.profile_values(options.profile, options.assignments)
+    for photo in photos:
+        flow.check_image(photo)
+    plan = build(values)
+    others = flow.alternative_plans(options.profile, build) if compare_profiles else None
+    if settings.embedded_broker and settings.database_url_override is None and not settings.home.exists():
+        # The first submit here: nothing can be reused yet, so every planned run will execute. What the
+        # local worker needs is checked before the database and the broker create $CONVLAB_HOME, so a
+        # refusal leaves nothing behind.
+        from orchestrator import preflight
+
+        preflight.check_local_run(settings, [(r.kind, r.spec, r.label) for r in plan.runs])
     submitted = flow.submit_plan(
-        settings, cli.db, plan, profile=profile, overrides=overrides, force=force, alternatives=alternatives
+        settings,
+        cli.db,
+        plan,
+        profile=options.profile,
+        overrides=overrides,
+        force=options.force,
+        alternatives=others,
     )
     for line in submitted.estimate:
         click.echo(line, err=True)
@@ -206,7 +251,7 @@ def _submit(
         click.echo(
             f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them"
         )
-    _follow_or_hint(settings, cli.db(), submitted.sweep_id, wait)
+    _follow_or_hint(settings, cli.db(), submitted.sweep_id, options.wait)
 
 
 def _follow_or_hint(settings: Settings, db: Database, sweep_id: str, wait: bool | None) -> None:
@@ -239,11 +284,7 @@ def _follow_or_hint(settings: Settings, db: Database, sweep_id: str, wait: bool 
 @handle_errors
 def submit_all(
     cli: CliContext,
-    profile: str,
-    assignments: tuple[str, ...],
-    base_seed: int,
-    force: bool,
-    wait: bool | None,
+    options: SubmitOptions,
     seeds: int,
     image: Path | None,
 ) -> None:
@@ -251,14 +292,13 @@ def submit_all(
     from orchestrator import submit as flow
     from orchestrator.plans import plan_all
 
-    values, overrides = flow.profile_values(profile, assignments)
     photo = image or flow.default_photo()
-    flow.check_image(photo)
-    plan = plan_all(values, seeds=seeds, base_seed=base_seed, photo=str(photo))
-    others = flow.alternative_plans(
-        profile, lambda other: plan_all(other, seeds=seeds, base_seed=base_seed, photo=str(photo))
+    _submit(
+        cli,
+        options,
+        lambda v: plan_all(v, seeds=seeds, base_seed=options.base_seed, photo=str(photo)),
+        photos=[photo],
     )
-    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
 
 
 @submit.command("explain")
@@ -268,24 +308,14 @@ def submit_all(
 @handle_errors
 def submit_explain(
     cli: CliContext,
-    profile: str,
-    assignments: tuple[str, ...],
-    base_seed: int,
-    force: bool,
-    wait: bool | None,
+    options: SubmitOptions,
     seeds: int,
 ) -> None:
     """Beyond the seed: its three regimes beside controlled changes that answer its open questions
     (BatchNorm frozen when fine-tuning; inputs upscaled to explain_input_size; augmentation), and a report."""
-    from orchestrator import submit as flow
     from orchestrator.plans import plan_explain
 
-    values, overrides = flow.profile_values(profile, assignments)
-    plan = plan_explain(values, seeds=seeds, base_seed=base_seed)
-    others = flow.alternative_plans(
-        profile, lambda other: plan_explain(other, seeds=seeds, base_seed=base_seed)
-    )
-    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
+    _submit(cli, options, lambda v: plan_explain(v, seeds=seeds, base_seed=options.base_seed))
 
 
 @submit.command("train")
@@ -296,24 +326,14 @@ def submit_explain(
 @handle_errors
 def submit_train(
     cli: CliContext,
-    profile: str,
-    assignments: tuple[str, ...],
-    base_seed: int,
-    force: bool,
-    wait: bool | None,
+    options: SubmitOptions,
     regime: str,
     seeds: int,
 ) -> None:
     """One training regime (x seeds)."""
-    from orchestrator import submit as flow
     from orchestrator.plans import plan_train
 
-    values, overrides = flow.profile_values(profile, assignments)
-    plan = plan_train(values, regime=regime, seeds=seeds, base_seed=base_seed)
-    others = flow.alternative_plans(
-        profile, lambda other: plan_train(other, regime=regime, seeds=seeds, base_seed=base_seed)
-    )
-    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait, alternatives=others)
+    _submit(cli, options, lambda v: plan_train(v, regime=regime, seeds=seeds, base_seed=options.base_seed))
 
 
 @submit.command("visualize")
@@ -338,24 +358,21 @@ def submit_train(
 @handle_errors
 def submit_visualize(
     cli: CliContext,
-    profile: str,
-    assignments: tuple[str, ...],
-    base_seed: int,
-    force: bool,
-    wait: bool | None,
+    options: SubmitOptions,
     images: tuple[str, ...],
     source: str,
 ) -> None:
     """Gradient-ascent visualizations without training first."""
-    from orchestrator import submit as flow
     from orchestrator.plans import plan_visualize
 
-    values, overrides = flow.profile_values(profile, assignments)
     photos = [Path(i) for i in images if image_kind(i) == ImageKind.PHOTO]
-    for photo in photos:
-        flow.check_image(photo)
-    plan = plan_visualize(values, images=list(images), seed=base_seed, source=source)
-    _submit(cli, plan, profile=profile, overrides=overrides, force=force, wait=wait)
+    _submit(
+        cli,
+        options,
+        lambda v: plan_visualize(v, images=list(images), seed=options.base_seed, source=source),
+        photos=photos,
+        compare_profiles=False,
+    )
 
 
 # ---------------------------------------------------------------- status, cancel, retry
@@ -368,51 +385,34 @@ def submit_visualize(
 def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> None:
     """Runs of a sweep (default: the latest) or one run (with its metric history)."""
     from orchestrator import monitor
+    from orchestrator import rows as status_rows
     from orchestrator.runs import resolve_sweep
 
     db = cli.db()
     if target and target.startswith("r-"):
-        detail = monitor.run_detail(db, target)
+        detail = status_rows.run_detail(db, target)
         if as_json:
             click.echo(json.dumps(detail, indent=2, default=str))
         else:
-            for key in (
-                "id",
-                "kind",
-                "label",
-                "status",
-                "epoch",
-                "epochs",
-                "val_accuracy",
-                "attempts",
-                "worker",
-                "device",
-                "error",
-            ):
-                value = detail.get(key)
-                click.echo(f"{key:>13}: {round(value, 4) if isinstance(value, float) else value}")
-            if detail.get("epoch_fraction") is not None:  # inside an epoch: how far, how fast
-                fraction, rate = detail["epoch_fraction"], detail["live_images_per_second"]
-                where = f"{detail['epoch'] + 1}, {fraction:.0%} of its batches"
-                click.echo(f"{'in epoch':>13}: {where}, {rate:.0f} images/s")
-            for h in detail["history"]:
-                click.echo(
-                    f"  epoch {h['epoch']:>3} {h['phase']:5} loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-                    f"val_acc {h['val_accuracy'] if h['val_accuracy'] is not None else float('nan'):.4f}"
-                )
+            for line in monitor.run_lines(detail, cli.settings.artifacts_dir):
+                click.echo(line)
         return
     sweep_id = resolve_sweep(db, target)
     console = monitor.make_console()  # a pipe or a log: nothing squeezed into 80 columns
     if watch and not as_json:
-        monitor.watch(db, sweep_id, console)
+        from orchestrator.follow import report_location
+
+        if status_rows.all_finished(monitor.watch(db, sweep_id, console)):
+            monitor.say(console, report_location(cli.settings, db, sweep_id))
         return
-    rows = monitor.sweep_rows(db, sweep_id)
+    rows = status_rows.sweep_rows(db, sweep_id)
     if as_json:
         click.echo(
             json.dumps({"sweep_id": sweep_id, "runs": [r.to_json() for r in rows]}, indent=2, default=str)
         )
     else:
-        console.print(monitor.render_sweep(console, sweep_id, rows, monitor.sweep_profile(db, sweep_id)))
+        profile = monitor.describe_sweep(db, sweep_id)
+        console.print(monitor.render_sweep(console, sweep_id, rows, profile))
 
 
 @main.command()
@@ -462,6 +462,7 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     from orchestrator.runs import retry as requeue
     from orchestrator.runs import retry_targets, sweep_of
     from orchestrator.services import check_broker
+    from storage.models import RunKind
     from worker.dispatch import dispatch_ready
 
     db = cli.db()
@@ -473,6 +474,8 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     sweep_id = sweep_of(db, target)
     for r in requeue(db, target):
         resume = " (resumes from its last checkpoint)" if r.resumes else ""
+        if not r.resumes and r.kind == RunKind.TRAIN:
+            resume = " (starts from the first epoch: it never saved a checkpoint)"
         click.echo(f"{r.run}: queued again{resume}{f' (depends on {r.because_of})' if r.because_of else ''}")
     dispatch_ready(app, db)
     _follow_or_hint(settings, db, sweep_id, wait)

@@ -18,7 +18,7 @@ from orchestrator.errors import Interrupted, OrchestratorError
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database
-from storage.models import RunStatus
+from storage.models import ENDED_BADLY, RunKind, RunStatus
 
 
 def next_step_hint(settings: Settings, db: Database, sweep_id: str) -> str:
@@ -38,6 +38,7 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
     """Follow a sweep until every run has ended, with a local worker on the embedded broker; then the
     report's path and the runs that did not succeed. Ctrl-C: see :func:`interrupt`."""
     from orchestrator import monitor
+    from orchestrator import rows as status_rows
     from orchestrator.local_worker import LocalWorker
 
     local = None
@@ -45,10 +46,10 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
     try:
         if settings.embedded_broker:
             local = LocalWorker(preflight.absolute_inputs(settings))
-            console.print(f"started local worker {local.name} (log: {local.log_path})", highlight=False)
+            monitor.say(console, f"started local worker {local.name} (log: {local.log_path})")
 
-        def finished(rows: list[monitor.RunRow]) -> bool:
-            return monitor.all_finished(rows) or (local is not None and not local.alive())
+        def finished(rows: list[status_rows.RunRow]) -> bool:
+            return status_rows.all_finished(rows) or (local is not None and not local.alive())
 
         rows = monitor.watch(db, sweep_id, console, until=finished)
     except KeyboardInterrupt:
@@ -61,16 +62,37 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
         restore()
     if local:
         local.stop()
-    if local and not monitor.all_finished(rows):
+    if local and not status_rows.all_finished(rows):
         raise OrchestratorError(f"the local worker exited early; see {local.log_path}")
-    failed = [r for r in rows if r.status in ("failed", "cancelled")]
-    report_dir = settings.artifacts_dir / ArtifactStore.sweep_report_dir(sweep_id)
-    if (report_dir / "report.html").exists():
-        console.print(f"report: {report_dir / 'report.html'}", highlight=False)
+    failed = [r for r in rows if r.status in ENDED_BADLY]
+    monitor.say(console, report_location(settings, db, sweep_id))
     if failed:
         for r in failed:
-            console.print(f"{r.id} {r.kind} {r.label} {r.status}: {r.error or ''}", highlight=False)
+            monitor.say(console, f"{r.id} {r.kind} {r.label} {r.status}: {r.error or ''}")
         raise OrchestratorError(f"sweep {sweep_id}: {len(failed)} run(s) did not succeed")
+
+
+def report_location(settings: Settings, db: Database, sweep_id: str) -> str:
+    """Where the sweep's report is, once the sweep has ended: its path when this machine sees it; else
+    (a worker on another host, with its own disk) where that worker wrote it and how to get one here."""
+    from orchestrator.rows import shown_worker
+
+    build_here = f"`orchestrator report {sweep_id}` builds one here"
+    with db.session(readonly=True) as s:
+        reports = [r for r in repo.sweep_runs(s, sweep_id) if r.kind == RunKind.REPORT]
+    if not reports:
+        return f"report: this plan makes none; {build_here}"
+    run = reports[-1]
+    path = settings.artifacts_dir / ArtifactStore.sweep_report_dir(sweep_id) / "report.html"
+    if run.status != RunStatus.SUCCEEDED:
+        return f"report: not built ({run.id} {run.status}); {build_here} from what finished"
+    if path.exists():
+        return f"report: {path}"
+    where = shown_worker(run.worker) or "its worker"
+    return (
+        f"report: written by {where}, not found here at {path}; `orchestrator report {sweep_id}` builds "
+        "one here (its pictures need the workers' artifacts folder)"
+    )
 
 
 def _hang_up_like_ctrl_c() -> Callable[[], None]:

@@ -1,12 +1,15 @@
-"""Status of runs: rows for a table, JSON records, and a live view that redraws until a sweep ends."""
+"""Status of runs drawn: the table fitted to a terminal's width, and a live view that redraws until a
+sweep ends (one line per change where the output is not a terminal). The rows come from
+:mod:`orchestrator.rows`."""
 
 from __future__ import annotations
 
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -16,145 +19,18 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from storage import repository as repo
+from orchestrator.rows import CACHED, RunRow, all_finished, sweep_rows, sweep_setup
 from storage.db import Database
-from storage.models import TERMINAL_STATUSES, RunStatus
-
-# What status tables call a run satisfied by an earlier identical run instead of being executed (stored
-# as succeeded, with ``reused_run_id``): shown apart, so that a user sees what ran now and what did not.
-CACHED = "cached"
+from storage.models import RunKind, RunStatus
 
 STATUS_STYLE = {
-    "queued": "dim",
-    "running": "cyan",
-    "succeeded": "green",
-    "failed": "bold red",
-    "cancelled": "yellow",
+    RunStatus.QUEUED: "dim",
+    RunStatus.RUNNING: "cyan",
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "yellow",
     CACHED: "green",
 }
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    kind: str
-    label: str
-    status: str  # the stored status, or "cached" for a run satisfied by an earlier identical one
-    epoch: int
-    epochs: int
-    val_accuracy: float | None
-    eta_seconds: float | None
-    worker: str | None
-    device: str | None
-    attempts: int
-    error: str | None
-    reused_run_id: str | None
-    # How far into the epoch under way a running training is (0-1), and its images/s so far in it.
-    epoch_fraction: float | None = None
-    live_images_per_second: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        record = {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "epoch": self.epoch,
-            "epochs": self.epochs,
-            "val_accuracy": self.val_accuracy,
-            "eta_seconds": self.eta_seconds,
-            "attempts": self.attempts,
-            "worker": self.worker,
-            "device": self.device,
-            "error": self.error,
-            "reused_run_id": self.reused_run_id,
-            "label": self.label,
-        }
-        if self.kind == "train":
-            record["regime"] = self.label
-        if self.epoch_fraction is not None:
-            record["epoch_fraction"] = round(self.epoch_fraction, 4)
-            record["live_images_per_second"] = self.live_images_per_second
-        return record
-
-
-def _row(summary: Any, source: Any) -> RunRow:
-    """``source`` is the run whose results count: the run itself, or the earlier run it reuses."""
-    status = CACHED if summary.reused_run_id else str(summary.status)
-    epochs = summary.total_epochs
-    epoch = source.last_epoch
-    fraction, live_rate = _live_progress(source) if status == "running" else (None, None)
-    eta = None
-    if status == "running" and epochs:
-        remaining = max(0.0, epochs - epoch - (fraction or 0.0))
-        if source.seconds_per_epoch:
-            eta = source.seconds_per_epoch * remaining
-        elif fraction and live_rate:  # the first epoch: from the rate so far (training part only)
-            progress = source.progress or {}
-            epoch_seconds = progress["of"] * (source.spec.get("batch_size") or 32) / live_rate
-            eta = epoch_seconds * remaining
-    return RunRow(
-        id=summary.id,
-        kind=str(summary.kind),
-        label=summary.label,
-        status=status,
-        epoch=epoch,
-        epochs=epochs,
-        val_accuracy=source.val_accuracy,
-        eta_seconds=eta,
-        worker=source.worker,
-        device=source.device,
-        attempts=summary.attempts,
-        error=summary.error,
-        reused_run_id=summary.reused_run_id,
-        epoch_fraction=fraction,
-        live_images_per_second=live_rate,
-    )
-
-
-def _live_progress(source: Any) -> tuple[float | None, float | None]:
-    """(fraction of the epoch under way, images/s in it) from the progress the heartbeat carries; only
-    when it is about the epoch after the last recorded one (older progress is stale)."""
-    progress = source.progress or {}
-    try:
-        if int(progress["epoch"]) != source.last_epoch + 1 or int(progress["of"]) <= 0:
-            return None, None
-        return min(1.0, int(progress["batches"]) / int(progress["of"])), float(progress["images_per_second"])
-    except (KeyError, TypeError, ValueError):
-        return None, None
-
-
-def sweep_rows(db: Database, sweep_id: str) -> list[RunRow]:
-    with db.session(readonly=True) as s:
-        summaries = repo.sweep_runs(s, sweep_id)
-        by_id = {x.id: x for x in summaries}
-        rows = []
-        for summary in summaries:
-            source = by_id.get(summary.results_run_id) or repo.run_summary(s, summary.results_run_id)
-            rows.append(_row(summary, source))
-        return rows
-
-
-def run_detail(db: Database, run_id: str) -> dict[str, Any]:
-    with db.session(readonly=True) as s:
-        summary = repo.run_summary(s, run_id)
-        source = (
-            summary if summary.results_run_id == summary.id else repo.run_summary(s, summary.results_run_id)
-        )
-        record = _row(summary, source).to_json()
-        record["sweep_id"] = summary.sweep_id
-        record["spec"] = summary.spec
-        record["seed"] = summary.seed
-        record["traceback"] = summary.traceback
-        record["history"] = [r.to_dict() for r in repo.epoch_history(s, source.id)]
-        # Paths relative to $CONVLAB_HOME/artifacts; the files whose results the run stands on.
-        record["artifacts"] = [
-            {"path": a.path, "sha256": a.sha256, "bytes": a.bytes} for a in repo.artifacts_of(s, source.id)
-        ]
-        return record
-
-
-def all_finished(rows: list[RunRow]) -> bool:
-    return all(r.status == CACHED or RunStatus(r.status) in TERMINAL_STATUSES for r in rows)
 
 
 def _duration(seconds: float | None) -> str:
@@ -191,6 +67,18 @@ class _Layout:
     columns: tuple[str, ...]
     bar_width: int = 16
     merged_kind: bool = False  # one "what" column: "vis sine" instead of "visualize" + "sine"
+    label_width: int | None = None  # labels longer than this are cut in the middle
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``finetune+bn-frozen+upscaled+augment`` -> ``finetune+bn-f…ed+augment``: both ends kept (the
+    explain plan's labels differ at either end), never dropped."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "\u2026"[:width]
+    head = width // 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head) :]
 
 
 _FULL = ("run", "kind", "what", "status", "progress", "epoch", "val acc", "ETA", "worker", "device", "tries")
@@ -203,8 +91,15 @@ _LAYOUTS = (
     _Layout(("run", "what", "status", "progress", "epoch", "val acc", "ETA"), 10, merged_kind=True),
     _Layout(("run", "what", "status", "epoch", "val acc", "ETA"), merged_kind=True),
     _Layout(("run", "what", "status", "epoch", "val acc"), merged_kind=True),
-    _Layout(("run", "status", "epoch")),
 )
+# When even the narrowest layout above is too wide, labels are cut (down to this many characters)
+# before a column goes: the label is what tells one run from the next.
+_CUT_LAYOUTS = (
+    _Layout(("run", "what", "status", "epoch", "val acc"), merged_kind=True),
+    _Layout(("run", "what", "status", "epoch"), merged_kind=True),
+    _Layout(("run", "what", "status"), merged_kind=True),
+)
+_MIN_LABEL = 16
 _RIGHT = {"epoch", "val acc", "ETA", "tries"}
 
 
@@ -219,20 +114,22 @@ def _cells(r: RunRow, layout: _Layout, ascii_only: bool) -> dict[str, Any]:
     epoch_text = f"{r.epoch}/{r.epochs}" if r.epochs else ""
     if r.epoch_fraction is not None:  # inside an epoch: how far, and how fast
         epoch_text += f" +{r.epoch_fraction:.0%}"
+    label = r.label if layout.label_width is None else cut_middle(r.label, layout.label_width)
+    short_kind = SHORT_KIND.get(r.kind, r.kind)
     return {
         "run": r.id,
         "kind": r.kind,
-        "what": f"{SHORT_KIND.get(r.kind, r.kind)} {r.label}".strip()
-        if layout.merged_kind and r.label != r.kind
-        else (SHORT_KIND.get(r.kind, r.kind) if layout.merged_kind else r.label),
-        "status": f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]",
+        "what": (f"{short_kind} {label}".strip() if r.label != r.kind else short_kind)
+        if layout.merged_kind
+        else label,
+        "status": Text(r.status, style=STATUS_STYLE.get(r.status, "")),
         "progress": progress_bar(completed, total, layout.bar_width, ascii_only=ascii_only),
         "epoch": epoch_text,
         "val acc": f"{r.val_accuracy:.1%}" if r.val_accuracy is not None else "",
         "ETA": _duration(r.eta_seconds),
         "worker": r.worker or "",
         "device": r.device or "",
-        "tries": str(r.attempts),
+        "tries": str(r.starts),
     }
 
 
@@ -257,7 +154,21 @@ def _natural_width(table: Table) -> int:
     return Measurement.get(console, console.options, table).maximum
 
 
-def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple[str, ...]) -> Text:
+def _joined(parts: list[str], width: int | None) -> str:
+    """``a · b · c``, broken between parts (never inside one: an id, a device name) where a line would
+    pass ``width``."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and (width is None or len(lines[-1]) + 3 + len(part) <= width):
+            lines[-1] += " \u00b7 " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _header(
+    sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple[str, ...], width: int | None = None
+) -> Text:
     """``sweep S · profile P · 1 running, 2 queued``, and on a second line what a dropped column would
     have repeated on every row (the one worker and device at work), so narrowing loses no fact."""
     counts: dict[str, int] = {}
@@ -273,18 +184,44 @@ def _header(sweep_id: str, rows: list[RunRow], profile: str | None, shown: tuple
     )
     parts = [f"sweep {sweep_id}"] + ([f"profile {profile}"] if profile else [])
     parts.append(", ".join(f"{counts[s]} {s}" for s in order if counts.get(s)) or "no runs")
-    active = [r for r in rows if r.status == "running"] or [r for r in rows if r.worker]
+    active = [r for r in rows if r.status == RunStatus.RUNNING] or [r for r in rows if r.worker]
     workers = sorted({r.worker for r in active if r.worker})
-    devices = sorted({r.device for r in active if r.device})
+    # A report needs no accelerator and records plain "CPU": it would make one worker look like two
+    # devices. Its device counts only when nothing else ran.
+    computing = [r for r in active if r.kind != RunKind.REPORT] or active
+    devices = sorted({r.device for r in computing if r.device})
     facts = []
     if "worker" not in shown and workers:
         facts.append(f"worker {workers[0]}" if len(workers) == 1 else f"{len(workers)} workers")
     if "device" not in shown and devices:
-        facts.append(devices[0] if len(devices) == 1 else f"{len(devices)} devices")
-    text = Text(" \u00b7 ".join(parts), style="bold")
+        facts.append(" and ".join(devices) if len(devices) <= 2 else f"{len(devices)} devices")
+    text = Text(_joined(parts, width), style="bold")
     if facts:
-        text.append("\non " + " \u00b7 ".join(facts), style="dim")
+        text.append("\n" + _joined(["on " + facts[0], *facts[1:]], width), style="dim")
     return text
+
+
+def _fit(rows: list[RunRow], width: int | None, ascii_only: bool) -> tuple[_Layout, Table]:
+    """The widest layout that fits ``width`` with whole labels; else the first that fits with labels cut
+    to no fewer than ``_MIN_LABEL`` characters; else the narrowest, labels cut to what is left."""
+    if width is None:
+        return _LAYOUTS[0], _table(rows, _LAYOUTS[0], ascii_only)
+    for layout in _LAYOUTS:
+        table = _table(rows, layout, ascii_only)
+        if _natural_width(table) <= width:
+            return layout, table
+    longest = max([len(r.label) for r in rows] + [0])
+
+    def cut(layout: _Layout, at_least: int) -> tuple[_Layout, Table]:
+        over = _natural_width(_table(rows, layout, ascii_only)) - width
+        narrower = replace(layout, label_width=max(longest - over, at_least))
+        return narrower, _table(rows, narrower, ascii_only)
+
+    for layout in _CUT_LAYOUTS[:-1]:
+        narrower, table = cut(layout, _MIN_LABEL)
+        if _natural_width(table) <= width:
+            return narrower, table
+    return cut(_CUT_LAYOUTS[-1], 1)
 
 
 def render_table(
@@ -299,16 +236,10 @@ def render_table(
 
     ``width=None``: no limit (a pipe or a log): every column, and error lines never cut or wrapped.
     """
-    layout = _LAYOUTS[0]
-    table = _table(rows, layout, ascii_only)
-    if width is not None:
-        for layout in _LAYOUTS:
-            table = _table(rows, layout, ascii_only)
-            if _natural_width(table) <= width:
-                break
-    parts: list[Any] = [_header(sweep_id, rows, profile, layout.columns), table]
+    layout, table = _fit(rows, width, ascii_only)
+    parts: list[Any] = [_header(sweep_id, rows, profile, layout.columns, width), table]
     for r in rows:
-        if r.status == "failed" and r.error:
+        if r.status == RunStatus.FAILED and r.error:
             line = Text(f"{r.id}: {r.error.splitlines()[0]}", style="red")
             if width is not None:
                 line.truncate(width, overflow="ellipsis")
@@ -328,6 +259,55 @@ def make_console(*, stderr: bool = False) -> Console:
     return console
 
 
+def run_lines(detail: dict[str, Any], artifacts_dir: Path) -> list[str]:
+    """``status RUN`` for a person: what the run is and how far it got, what it ran with (its stored
+    spec), the run whose results it shows when cached, its files (absolute paths, one per line) and the
+    trained model, then its epochs."""
+
+    def field(name: str, value: Any) -> str:
+        return f"{name:>13}: {round(value, 4) if isinstance(value, float) else value}"
+
+    lines = [field(k, detail.get(k)) for k in ("id", "kind", "label", "sweep_id", "status")]
+    if detail.get("reused_run_id"):
+        lines.append(field("reuses", f"{detail['reused_run_id']} (an identical earlier run: its results)"))
+    lines += [field(k, detail.get(k)) for k in ("epoch", "epochs", "val_accuracy")]
+    lines.append(
+        field("tries", f"started {detail['starts']}, {detail['attempts']} counted against the limit")
+    )
+    lines += [field(k, detail.get(k)) for k in ("worker", "device", "error")]
+    if detail.get("epoch_fraction") is not None:  # inside an epoch: how far, how fast
+        fraction, rate = detail["epoch_fraction"], detail["live_images_per_second"]
+        lines.append(
+            field("in epoch", f"{detail['epoch'] + 1}, {fraction:.0%} of its batches, {rate:.0f} images/s")
+        )
+    spec = dict(detail.get("spec") or {})
+    spec.setdefault("seed", detail.get("seed"))
+    lines.append(field("settings", "what it ran with (its stored spec):"))
+    lines += [f"{'':>15}{key}={value}" for key, value in sorted(spec.items())]
+    if detail.get("model"):
+        lines.append(field("model", artifacts_dir / detail["model"]))
+    artifacts = detail.get("artifacts") or []
+    lines.append(
+        field(
+            "artifacts",
+            f"{len(artifacts)} file(s)"
+            + (" under the run it reuses" if detail.get("reused_run_id") and artifacts else ""),
+        )
+    )
+    lines += [f"{'':>15}{artifacts_dir / a['path']} ({a['bytes']:,} bytes)" for a in artifacts]
+    for h in detail["history"]:
+        val = h["val_accuracy"] if h["val_accuracy"] is not None else float("nan")
+        loss = f"loss {h['loss']:.4f} acc {h['accuracy']:.4f} val_acc {val:.4f}"
+        lines.append(f"  epoch {h['epoch']:>3} {h['phase']:5} {loss}")
+    return lines
+
+
+def say(console: Console, line: str) -> None:
+    """One line as it is: never wrapped by rich (a path cut by a line break cannot be pasted), no markup
+    (a ``[`` in a path or an error is text), no highlighting."""
+    console.print(Text(line), soft_wrap=True)
+
+
 UNLIMITED = 100_000  # "as wide as the content": tables are not expanded, so they keep their natural width
 
 
@@ -336,9 +316,18 @@ def table_width(console: Console) -> int | None:
     return None if console.width >= UNLIMITED else console.width
 
 
-def sweep_profile(db: Database, sweep_id: str) -> str | None:
-    with db.session(readonly=True) as s:
-        return repo.get_sweep(s, sweep_id).profile
+def profile_text(profile: str | None, overrides: dict[str, str]) -> str | None:
+    """``paper``, or ``paper + epochs=8, lr=1e-3`` for a sweep with overrides: a sweep with overrides
+    is not the profile's plan, and its results are not the profile's."""
+    if not overrides:
+        return profile
+    given = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{profile} + {given}" if len(overrides) <= 3 else f"{profile} + {len(overrides)} overrides"
+
+
+def describe_sweep(db: Database, sweep_id: str) -> str | None:
+    """What the header says the sweep is (see :func:`profile_text`)."""
+    return profile_text(*sweep_setup(db, sweep_id))
 
 
 def render_sweep(console: Console, sweep_id: str, rows: list[RunRow], profile: str | None) -> Group:
@@ -361,7 +350,7 @@ def watch(
     rows = sweep_rows(db, sweep_id)
     if not console.is_terminal:
         return _watch_plain(db, sweep_id, console, interval, until, deadline, rows)
-    profile = sweep_profile(db, sweep_id)
+    profile = describe_sweep(db, sweep_id)
     # Laid out again at every redraw, so a resized terminal gets a table that fits.
     with Live(render_sweep(console, sweep_id, rows, profile), console=console, refresh_per_second=4) as live:
         while not until(rows) and (deadline is None or time.monotonic() < deadline):
@@ -390,9 +379,7 @@ def _watch_plain(
                 acc = f" val_acc={r.val_accuracy:.3f}" if r.val_accuracy is not None else ""
                 epoch = f" epoch {r.epoch}/{r.epochs}" if r.epochs else ""
                 stamp = datetime.now(UTC).strftime("%H:%M:%S")
-                console.print(
-                    f"{stamp} {r.id} {r.kind:9} {r.label:9} {r.status}{epoch}{acc}", highlight=False
-                )
+                say(console, f"{stamp} {r.id} {r.kind:9} {r.label:9} {r.status}{epoch}{acc}")
         if until(rows) or (deadline is not None and time.monotonic() >= deadline):
             return rows
         time.sleep(interval)

@@ -9,7 +9,7 @@ from orchestrator.errors import UserError
 from orchestrator.preflight import Work
 from storage import repository as repo
 from storage.db import Database
-from storage.models import RunKind, RunStatus
+from storage.models import ENDED_BADLY, RunKind, RunStatus
 
 
 def resolve_sweep(db: Database, target: str | None) -> str:
@@ -53,8 +53,9 @@ class Cancelled:
 @dataclass(frozen=True)
 class Requeued:
     run: str  # as :func:`describe` says it
-    resumes: bool  # a training resumes from its last checkpoint
+    resumes: bool  # a training resumes from its last checkpoint (one without a checkpoint starts)
     because_of: str | None = None
+    kind: RunKind | None = None
 
 
 def cancel_run(db: Database, run_id: str, *, lease_seconds: float) -> list[Cancelled]:
@@ -105,7 +106,7 @@ def retry_targets(db: Database, target: str) -> list[Work]:
 
 
 def _retry_candidates(s: Any, target: str) -> list[Any]:
-    retryable = (RunStatus.FAILED, RunStatus.CANCELLED)
+    retryable = ENDED_BADLY
     if target.startswith("r-"):
         run = repo.get_run(s, target)
         if run.status not in retryable:
@@ -127,7 +128,9 @@ def retry(db: Database, target: str) -> list[Requeued]:
     done = []
     with db.session() as s:
         for run in _retry_candidates(s, target):
+            # A training resumes only from a checkpoint it committed; one that never got that far starts.
+            resumes = run.kind == RunKind.TRAIN and run.checkpoint is not None
             repo.retry_run(s, run.id)
             because_of = target if run.id != target and target.startswith("r-") else None
-            done.append(Requeued(describe(run), resumes=run.kind == RunKind.TRAIN, because_of=because_of))
+            done.append(Requeued(describe(run), resumes, because_of, RunKind(run.kind)))
     return done

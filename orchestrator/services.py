@@ -8,6 +8,7 @@ from typing import Any
 
 from contract.settings import Settings, mask_url
 from orchestrator.errors import ServiceUnavailable
+from orchestrator.rows import shown_worker
 from storage import repository as repo
 from storage.db import Database
 
@@ -51,7 +52,7 @@ def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
                 for r in repo.runs_held_by(s, w.name)
             )
             seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
-            states.append(WorkerState(w.name, w.device, w.slots, seen, held))
+            states.append(WorkerState(shown_worker(w.name) or w.name, w.device, w.slots, seen, held))
     return states
 
 

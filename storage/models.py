@@ -48,8 +48,9 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
-# How a run that ended did not succeed. A failure is an error to read; a cancellation was asked for and
-# keeps what it reached (a training its checkpoint), so a report lists the two apart.
+# Ended without results of its own. A failure is an error to read; a cancellation was asked for and keeps
+# what it reached (a training its checkpoint): a report lists the two apart, a sweep's end names them, and
+# `retry` can queue them again.
 ENDED_BADLY = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 # Not ended yet: waiting for a worker or running.
 UNFINISHED_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})

@@ -56,6 +56,7 @@ class RunSummary:
     val_loss: float | None = None
     seconds_per_epoch: float | None = None
     images_per_second: float | None = None
+    fence: int = 0  # how many times the run was claimed (never refunded, unlike ``attempts``)
 
 
 def sweep_runs(s: Session, sweep_id: str) -> list[RunSummary]:
@@ -125,6 +126,7 @@ def _summaries(s: Session, runs: list[Run]) -> list[RunSummary]:
                 sweep_id=run.sweep_id,
                 traceback=run.traceback,
                 progress=run.progress,
+                fence=run.fence,
                 **extra,
             )
         )

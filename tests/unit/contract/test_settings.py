@@ -83,3 +83,49 @@ def test_a_mistyped_engine_setting_names_the_variable_and_what_is_allowed(
 ) -> None:
     with pytest.raises(SettingsError, match=f"^{name}='{value}': expected one of {allowed}$"):
         load_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "opened"),
+    [
+        ("postgres://u:pw@h:5432/db", "postgresql+psycopg://u:pw@h:5432/db"),
+        ("postgresql://u@h/db?sslmode=require", "postgresql+psycopg://u@h/db?sslmode=require"),
+        ("POSTGRES://h/db", "postgresql+psycopg://h/db"),
+        ("postgresql+psycopg://h/db", "postgresql+psycopg://h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_as_users_write_them_open_with_psycopg(url: str, opened: str) -> None:
+    assert load_settings({"CONVLAB_DATABASE_URL": url}).database_url == opened
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u:secret@h/db", "postgresql+psycopg2://u:secret@h/db", "h:5432/db", "redis://h/0"]
+)
+def test_other_database_urls_are_refused_naming_the_variable_the_url_and_the_forms(url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CONVLAB_DATABASE_URL": url})
+    message = str(info.value)
+    assert message.startswith("CONVLAB_DATABASE_URL=") and "\n" not in message
+    assert "postgres://" in message and "sqlite:///PATH" in message and "secret" not in message
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://:pw@h:6380/1"])
+def test_redis_brokers_are_accepted(url: str) -> None:
+    assert load_settings({"CONVLAB_BROKER_URL": url}).broker_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("amqp://guest:secret@127.0.0.1:5672//", "RabbitMQ is not supported"),
+        ("pyamqp://guest:secret@h//", "consumer_timeout"),
+        ("sqs://key:secret@", "expected redis://"),
+    ],
+)
+def test_other_brokers_are_refused_with_the_reason(url: str, why: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CONVLAB_BROKER_URL": url})
+    message = str(info.value)
+    assert message.startswith("CONVLAB_BROKER_URL=") and why in message
+    assert "secret" not in message and "\n" not in message

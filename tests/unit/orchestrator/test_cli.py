@@ -60,6 +60,10 @@ def nothing_written(home: Path) -> bool:
         (["submit", "all", "--profile", "smoke", "--set", "batch_size=0"], "batch_size: must be between 1"),
         (["submit", "all", "--profile", "smoke", "--seeds", "0"], "--seeds: must be between 1 and 100"),
         (["submit", "all", "--profile", "smoke", "--set", "epochs"], "--set: expected KEY=VALUE"),
+        (
+            ["submit", "explain", "--profile", "smoke", "--set", "lr=1e-4", "--set", "lr=1e-3"],
+            "--set: lr given twice (lr=1e-4 and lr=1e-3); give it once",
+        ),
         (["submit", "all", "--profile", "smoke", "--image", "/nonexistent/dog.jpg"], "--image: no such file"),
     ],
 )
@@ -131,3 +135,32 @@ def test_bad_settings_exit_2(home: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_worker_rejects_bad_slots(home: Path) -> None:
     result = invoke("worker", "--slots", "0")
     assert result.exit_code == 2 and "--slots" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("CONVLAB_DATABASE_URL", "mysql://convlab:hunter2@db.example.org/convlab"),
+        ("CONVLAB_BROKER_URL", "amqp://guest:hunter2@127.0.0.1:5672//"),
+    ],
+)
+def test_an_unsupported_url_is_one_line_exit_2_with_the_password_masked(
+    home: Path, monkeypatch: pytest.MonkeyPatch, name: str, url: str
+) -> None:
+    monkeypatch.setenv(name, url)
+    result = invoke("submit", "all", "--profile", "smoke")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {name}="), result.output
+    assert "hunter2" not in result.output and "***" in result.output
+    assert not home.exists()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_postgres_url_as_hosting_services_write_it_opens_with_psycopg(
+    home: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    for form in ("postgres://", "postgresql://"):
+        monkeypatch.setenv("CONVLAB_DATABASE_URL", db_url.replace("postgresql+psycopg://", form, 1))
+        result = invoke("status")
+        assert result.exit_code == 2 and "no sweep yet" in result.output, result.output

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from orchestrator.monitor import RunRow, all_finished, progress_bar, render_table
+from orchestrator.monitor import progress_bar, render_table
+from orchestrator.rows import RunRow, all_finished
 
 WORKER = "cpu-1a2b3c@a-rather-long-host-name.example.org"
 DEVICE = "CPU Intel(R) Xeon(R) Platinum 8488C (tensorflow)"

@@ -8,7 +8,7 @@ import pytest
 
 from contract.records import EpochRecord
 from contract.settings import load_settings
-from orchestrator import monitor
+from orchestrator import monitor, rows
 from storage import repository as repo
 from storage.db import Database, get_database, reset_databases
 from storage.models import RunKind
@@ -44,14 +44,14 @@ def test_progress_in_the_first_epoch_shows_in_status(db: Database) -> None:
         assert repo.heartbeat(
             s, run, fence, progress={"epoch": 1, "batches": 390, "of": 1560, "images_per_second": 800.0}
         )
-    (row,) = monitor.sweep_rows(db, sweep)
+    (row,) = rows.sweep_rows(db, sweep)
     assert row.epoch == 0 and row.epoch_fraction == pytest.approx(0.25)
     assert row.live_images_per_second == 800.0
     # 1560 batches of 32 at 800 images/s = 62.4 s an epoch; 59.75 epochs to go.
     assert row.eta_seconds == pytest.approx(62.4 * 59.75)
     cells = monitor._cells(row, monitor._LAYOUTS[0], ascii_only=True)
     assert cells["epoch"] == "0/60 +25%"
-    detail = monitor.run_detail(db, run)
+    detail = rows.run_detail(db, run)
     assert detail["epoch_fraction"] == 0.25 and detail["live_images_per_second"] == 800.0
 
 
@@ -68,7 +68,7 @@ def test_progress_of_an_epoch_already_recorded_is_ignored(db: Database) -> None:
             EpochRecord(epoch=1, phase="train", seconds=70.0, images_per_second=800.0, **metrics),
             fence=fence,
         )
-    (row,) = monitor.sweep_rows(db, sweep)
+    (row,) = rows.sweep_rows(db, sweep)
     assert row.epoch == 1 and row.epoch_fraction is None
     assert row.eta_seconds == pytest.approx(70.0 * 59)
 
@@ -83,12 +83,12 @@ def test_a_new_attempt_starts_without_the_old_progress(db: Database) -> None:
 
 def test_the_bar_fills_inside_an_epoch(db: Database) -> None:
     sweep, run, fence = _running(db, epochs=2)
-    (before,) = monitor.sweep_rows(db, sweep)
+    (before,) = rows.sweep_rows(db, sweep)
     with db.session() as s:
         repo.heartbeat(
             s, run, fence, progress={"epoch": 1, "batches": 780, "of": 1560, "images_per_second": 800.0}
         )
-    (during,) = monitor.sweep_rows(db, sweep)
+    (during,) = rows.sweep_rows(db, sweep)
     bar = lambda row: str(monitor._cells(row, monitor._LAYOUTS[0], ascii_only=True)["progress"])  # noqa: E731
     assert bar(before).count("#") == 0
     assert bar(during).count("#") == 4  # half of the first of two epochs: a quarter of 16 cells

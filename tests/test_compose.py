@@ -222,6 +222,7 @@ def test_docker_compose_config_accepts_the_file() -> None:
         ["--profile", "gpu"],
         ["--profile", "multi-gpu", "--profile", "cli"],
     ):
+        assert binary is not None
         result = subprocess.run(
             [binary, "-f", str(COMPOSE_FILE), *profile_args, "config", "-q"],
             cwd=ROOT,
@@ -237,14 +238,17 @@ def test_docker_compose_v2_accepts_the_file_when_present() -> None:
     probe = docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60)
     if not probe or probe.returncode != 0:
         pytest.skip("the `docker compose` (v2) plugin is not installed")
-    result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), "config", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert docker is not None
+    for files in ([COMPOSE_FILE], [COMPOSE_FILE, HUB_FILE], [JOIN_FILE]):
+        result = subprocess.run(
+            [docker, "compose", *(a for f in files for a in ("-f", str(f))), "config", "-q"],
+            cwd=ROOT,
+            env={**os.environ, **JOIN_ENV},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- several boxes: docker-compose.hub.yml (first box) and docker-compose.join.yml (the others) ---
@@ -264,6 +268,7 @@ def _compose(
     binary = shutil.which("docker-compose")
     if binary is None:
         _missing_tool("docker-compose is not on PATH: the several-boxes files are not resolved")
+    assert binary is not None
     # Only this test's variables: none of the caller's REDIS_PASSWORD, CONVLAB_HUB... leaks in.
     clean = {k: v for k, v in os.environ.items() if k not in JOIN_ENV and not k.startswith("CONVLAB_")}
     command = [binary, *(a for f in files for a in ("-f", str(f))), *profiles, "config", *args]
@@ -358,6 +363,7 @@ def test_the_hubs_redis_answers_only_with_the_password(tmp_path: Path) -> None:
     server = shutil.which("redis-server")
     if server is None:
         service_missing("redis-server", "not on PATH", ci_hint="install the Debian package `redis-server`")
+    assert server is not None
     services = _resolved([COMPOSE_FILE, HUB_FILE], HUB_ENV)["services"]
     command = services["redis"]["command"]
     assert command[0] == "redis-server"

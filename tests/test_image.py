@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.services import service_missing
+from tests.services import IN_CI, service_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -116,6 +116,33 @@ def pip_build_args(workdir: Path) -> list[str]:
 # --- fixtures ------------------------------------------------------------------------------------
 
 
+def _bud(context: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``buildah bud`` of ``context`` on the stand-in base, as the CPU image, with layer caching."""
+    tmpdir = CACHE / "tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [
+            "buildah",
+            "bud",
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--force-rm",
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "--build-arg",
+            "EXTRAS=monitor",
+            *pip_build_args(workdir),
+            *extra,
+            str(context),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=3000,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+    )
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The CPU image, built from the working tree with the Dockerfile's own layer and pip caches."""
@@ -127,36 +154,17 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     if probe.returncode != 0:
         service_missing(
             f"the base image {BASE_IMAGE}",
-            probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "not in buildah's storage",
+            "not in buildah's storage (" + (probe.stderr.strip().splitlines() or ["-"])[-1] + ")",
             ci_hint="the image section of .ci/run makes it",
         )
-    workdir = tmp_path_factory.mktemp("image-build")
-    tmpdir = CACHE / "tmp"
-    tmpdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            "buildah",
-            "bud",
-            "--isolation",
-            "chroot",
-            "--layers",
-            "--build-arg",
-            f"BASE_IMAGE={BASE_IMAGE}",
-            "--build-arg",
-            "EXTRAS=monitor",
-            *pip_build_args(workdir),
-            "-t",
-            TAG,
-            str(ROOT),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=3000,
-        env={**os.environ, "TMPDIR": str(tmpdir)},
-    )
+    result = _bud(ROOT, tmp_path_factory.mktemp("image-build"), "-t", TAG)
     assert result.returncode == 0, _tail(result, 8000)
     print(f"\nimage {TAG} built in {time.monotonic() - started:.0f} s")
+    if IN_CI:
+        # The images of earlier builds (their tag moved on) go; the layers this build used stay
+        # (an untagged image with children is a cache layer, not dangling), so the next run is warm.
+        _buildah("rmi", "--prune", check=False, timeout=1200)
     return TAG
 
 
@@ -289,3 +297,23 @@ def test_a_worker_in_the_image_runs_a_smoke_training(
     assert [(r["kind"], r["status"]) for r in runs] == [("train", "succeeded")], runs
     detail = json.loads(run_in(container, "orchestrator", "status", runs[0]["id"], "--json", env=env).stdout)
     assert detail["worker"] == "image@ci" and detail["device"], detail
+
+
+def test_a_package_that_pyproject_leaves_out_fails_the_build(image: str, tmp_path: Path) -> None:
+    """A new top-level package reaches the image without a Dockerfile edit; one that
+    pyproject.toml does not install fails the build, naming it, instead of the first container."""
+    context = tmp_path / "context"
+    keep = ["pyproject.toml", "README.md", "Dockerfile", ".dockerignore", *_tree_packages()]
+    for name in keep:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy2(source, context / name)
+    (context / "newpkg").mkdir()
+    (context / "newpkg" / "__init__.py").write_text('"""A package pyproject.toml does not list."""\n')
+    # The dependency layer comes from the cache (same pyproject.toml): only the code layer runs.
+    result = _bud(context, tmp_path)
+    assert result.returncode != 0, "the build installed an image without newpkg"
+    assert re.search(r"not installed .*: newpkg\b", result.stdout + result.stderr), _tail(result)

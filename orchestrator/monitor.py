@@ -79,7 +79,11 @@ class RunRow:
 
 def _row(summary: Any, source: Any) -> RunRow:
     """``source`` is the run whose results count: the run itself, or the earlier run it reuses."""
-    status = CACHED if summary.reused_run_id else str(summary.status)
+    status = str(summary.status)
+    if summary.reused_run_id:
+        # Cached once it is satisfied; until then a joined run shows the status of the run it follows.
+        live = summary.status == RunStatus.QUEUED
+        status = str(source.status) if live else CACHED if summary.status == RunStatus.SUCCEEDED else status
     epochs = summary.total_epochs
     epoch = source.last_epoch
     fraction, live_rate = _live_progress(source) if status == "running" else (None, None)

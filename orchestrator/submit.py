@@ -204,6 +204,17 @@ def runs_to_execute(
     ]
 
 
+def plan_work(
+    db: Database, store: ArtifactStore, plan: Plan, *, code_identity: str, force: bool
+) -> tuple[Plan, list[Work]]:
+    """The plan with its photos staged, and the runs of it that will execute (for preflight and the
+    estimate). Staging comes first (content-addressed files, no rows), so that this decision and
+    :func:`create_sweep`'s see the same photo, named by its content."""
+    plan = _stage_photos(store, plan)
+    with db.session(readonly=True) as s:
+        return plan, runs_to_execute(s, store, plan, code_identity=code_identity, force=force)
+
+
 def alternative_plans(profile: str, build: Callable[[dict[str, object]], Plan]) -> dict[str, Plan]:
     """The same plan under each other profile (without --set overrides), to compare durations."""
     from contract.profiles import PROFILES, resolve_profile
@@ -231,11 +242,7 @@ def submit_plan(
     app = check_broker(settings)  # likewise for the broker
     version, identity = code_version(), code_identity()
     store = ArtifactStore(settings.artifacts_dir)
-    # Staged first (content-addressed files, no rows): the decision below and create_sweep's then see
-    # the same photo, named by its content.
-    plan = _stage_photos(store, plan)
-    with db.session(readonly=True) as s:
-        work = runs_to_execute(s, store, plan, code_identity=identity, force=force)
+    plan, work = plan_work(db, store, plan, code_identity=identity, force=force)
     if settings.embedded_broker:
         # The local worker reads this process's settings: what fails for it would fail in the task.
         preflight.check_local_run(settings, work)

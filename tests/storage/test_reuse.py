@@ -295,3 +295,19 @@ def test_two_submits_at_the_same_moment_execute_each_identity_once(
         runs = [r for done in results for r in repo.sweep_runs(s, done.sweep_id)]
         executed = {repo.get_run(s, r.id).spec_hash for r in runs if r.reused_run_id is None}
     assert len(runs) == 4 and len(executed) == 2
+
+
+def test_cancelling_the_joining_sweep_leaves_every_run_of_the_first_sweep(
+    db: Database, store: ArtifactStore
+) -> None:
+    from orchestrator.runs import cancel_sweep
+
+    plan = plan_train(resolve_profile("smoke"), regime="imagenet", seeds=2, base_seed=0)
+    first, second = submit(db, store, plan), submit(db, store, plan)
+    with db.session() as s:
+        start(s, first.run_ids["train/imagenet/s0"])  # one of the shared trainings is running
+    cancel_sweep(db, second.sweep_id, lease_seconds=60)
+    with db.session(readonly=True) as s:
+        assert {str(r.status) for r in repo.sweep_runs(s, second.sweep_id)} == {"cancelled"}
+        assert sorted(str(r.status) for r in repo.sweep_runs(s, first.sweep_id)) == ["queued", "running"]
+        assert not any(repo.get_run(s, r).cancel_requested for r in first.run_ids.values())

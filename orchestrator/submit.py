@@ -119,9 +119,10 @@ def create_sweep(
         else:
             raise RuntimeError(f"{planned.key}: no stable decision after {_INSERT_ROUNDS} rounds")
         damaged += decision.damaged
-        (
-            reused if decision.action == Action.REUSE else joined if decision.action == Action.JOIN else []
-        ).append(run.id)
+        if decision.action == Action.REUSE:
+            reused.append(run.id)
+        elif decision.action == Action.JOIN:
+            joined.append(run.id)
         run_ids[planned.key] = run.id
     return Submitted(
         sweep_id=sweep.id,

@@ -135,10 +135,10 @@ def convlab(broker: str, tasks: int, per_child: int, home: Path) -> tuple[float,
                     kind="report",
                     label="noop",
                     spec={"sweep_id": sweep.id},
-                    spec_hash="bench",
+                    spec_hash=f"bench-{sweep.id}-{i}",  # distinct: one live run per identity
                     seed=0,
                 ).id
-                for _ in range(n)
+                for i in range(n)
             ]
         dispatch_ready(app, db)
         return ids

@@ -65,7 +65,13 @@ def _runs(url: str, n: int) -> list[str]:
         sweep = repo.create_sweep(s, plan="bench", profile="bench", overrides={}, code_version="bench")
         return [
             repo.create_run(
-                s, sweep_id=sweep.id, kind=RunKind.TRAIN, label=f"b{i}", spec={}, spec_hash="b", seed=i
+                s,
+                sweep_id=sweep.id,
+                kind=RunKind.TRAIN,
+                label=f"b{i}",
+                spec={},
+                spec_hash=f"b-{sweep.id}-{i}",
+                seed=i,
             ).id
             for i in range(n)
         ]

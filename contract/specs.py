@@ -1,7 +1,8 @@
 """The contract between the orchestrator and the workers: task names and frozen spec types.
 
 No TensorFlow, no Celery here: the orchestrator imports this module and must start fast.
-A spec is plain data; ``to_dict``/``from_dict`` give the JSON stored in ``Run.spec``.
+A spec is plain data; ``stored``/``from_dict`` give the JSON stored in ``Run.spec``, and
+:func:`run_identity` is what makes two runs one unit of work.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ TUNE_BN = ("batch", "frozen")
 # Spec fields that describe an input for people (a photo's original file name) but do not change what a
 # run computes: left out of the run identity, so the same photo under two names is one run.
 INFORMATIONAL_FIELDS = ("image_name",)
+# The training fields each regime does not read (``TrainSpec`` holds every key so that one profile fills
+# all three regimes): left out of the stored spec and of the identity, so ``--set epochs=8`` leaves
+# ``finetune``'s identity (and its cached result) alone, and ``--set tune_lr=...`` those of the others.
+UNUSED_BY_REGIME: dict[str, tuple[str, ...]] = {
+    "scratch": ("head_epochs", "tune_epochs", "tune_lr", "tune_bn"),
+    "imagenet": ("head_epochs", "tune_epochs", "tune_lr", "tune_bn"),
+    "finetune": ("epochs",),
+}
 
 
 class SpecError(ValueError):
@@ -151,11 +160,19 @@ class TrainSpec:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field (``tune_bn``/``augment`` only off their defaults): the checkpoint's key is made
+        from it, unchanged, so that a training started by earlier code still resumes."""
         data = asdict(self)
         for name, default in (("tune_bn", "batch"), ("augment", False)):
             if data[name] == default:
                 del data[name]
         return data
+
+    def stored(self) -> dict[str, Any]:
+        """What the run is: :meth:`to_dict` without the fields its regime does not read
+        (:data:`UNUSED_BY_REGIME`). Stored in ``Run.spec``; ``from_dict`` gives them their defaults."""
+        unused = UNUSED_BY_REGIME.get(self.regime, ())
+        return {k: v for k, v in self.to_dict().items() if k not in unused}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
@@ -210,6 +227,22 @@ class VisualizeSpec:
                 del data[name]
         return data
 
+    def stored(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the result. The seed draws the ``random`` image and an untrained
+        network's weights (``source=none``) and nothing else; a staged photo is its content (its sha256),
+        not the name it was staged or submitted under; the network's own identity is that of the
+        training it comes from (``source=checkpoint``: the run's inputs, see :func:`run_identity`)."""
+        data = self.to_dict()
+        if self.image != ImageKind.RANDOM and self.source != "none":
+            del data["seed"]
+        if self.image_sha256 is not None:
+            del data["image"]
+        data.pop("image_name", None)
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VisualizeSpec:
         values = _known_fields(cls, data)
@@ -241,12 +274,29 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return dict(data)
 
 
-def spec_hash(kind: str, spec: dict[str, Any], code_version: str) -> str:
-    """Identity of a unit of work: same kind, normalized spec and code version -> same hash.
+def identity_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a stored spec that changes a run's result, per kind (one home for this rule)."""
+    if kind == "train":
+        return TrainSpec.from_dict(spec).stored()
+    if kind == "visualize":
+        return VisualizeSpec.from_dict(spec).identity()
+    return {k: v for k, v in spec.items() if k not in INFORMATIONAL_FIELDS}
 
-    ``code_version`` is the hash of the source that runs (``contract.version.code_identity``), so that a
-    code change never reuses results computed by the old code. Informational fields are left out.
-    """
+
+def run_identity(kind: str, spec: dict[str, Any], code_version: str, inputs: tuple[str, ...] = ()) -> str:
+    """A run's identity: what changes its result (:func:`identity_fields`), the code that computes it
+    (``contract.version.code_identity``, so a code change never reuses old results) and the identities
+    of the runs whose output it consumes (``inputs``: a visualization's training)."""
+    payload: dict[str, Any] = {"kind": kind, "spec": identity_fields(kind, spec), "code": code_version}
+    if inputs:
+        payload["inputs"] = list(inputs)
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def spec_hash(kind: str, spec: dict[str, Any], code_version: str) -> str:
+    """A hash of ``spec`` as given (informational fields left out): the checkpoint's key
+    (``worker.experiments.regimes.train_spec_hash``). A run's identity is :func:`run_identity`."""
     spec = {k: v for k, v in spec.items() if k not in INFORMATIONAL_FIELDS}
     payload = json.dumps({"kind": kind, "spec": spec, "code": code_version}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -5,12 +5,17 @@ each succeeded training stands on a complete checkpoint chain: the run names a c
 is a recorded artifact, that file describes the run's last epoch, every epoch row in the database holds
 exactly the values the checkpoint's history holds (so rows and checkpoint come from the same attempts),
 and the model file it names is recorded too.
+
+A run that takes its results from another (a cached or joined run, ``reused_run_id``) is checked through
+that run: its problems are the other run's, named as reached through it. ``--repair`` marks every damaged
+executed run failed, with the problem as its error, so the next ``submit`` of its plan runs it again
+(:func:`repair`); the files are left as they are, for whoever wants to look at them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -29,10 +34,13 @@ _EPOCH_FIELDS = ("phase", "loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 @dataclass(frozen=True)
 class Problem:
-    run_id: str
+    run_id: str  # the run whose evidence is damaged
     what: str
+    via: str | None = None  # the run in scope that takes its results from ``run_id`` (cached, joined)
 
     def __str__(self) -> str:
+        if self.via is not None:
+            return f"{self.via}: reuses {self.run_id}: {self.what}"
         return f"{self.run_id}: {self.what}"
 
 
@@ -57,22 +65,52 @@ def runs_in_scope(s: Session, target: str | None) -> list[Run]:
     return list(s.scalars(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.created_at, Run.id)))
 
 
+def run_problems(s: Session, store: ArtifactStore, run: Run) -> list[Problem]:
+    """What is wrong with the evidence of one executed run: its artifacts' sha256 and, for a succeeded
+    training, its checkpoint chain. Hashes every file (about 0.1 s for a 40 MB checkpoint: see
+    ``docs/reuse.md``), which is what reusing a result must cost at least to know it is intact."""
+    artifacts = repo.artifacts_of(s, run.id)
+    problems: list[Problem] = []
+    for art in artifacts:
+        try:
+            store.verify(art.path, art.sha256)
+        except ArtifactError as exc:
+            problems.append(Problem(run.id, f"{art.path}: {exc.reason}"))
+    if run.kind == RunKind.TRAIN and run.status == RunStatus.SUCCEEDED:
+        problems += _check_training(run, artifacts, repo.metric_history(s, run.id), store)
+    return problems
+
+
 def check(db: Database, store: ArtifactStore, target: str | None = None) -> CheckResult:
+    """Check every run in scope, and for a run that takes its results from another, that other run."""
+    problems: list[Problem] = []
     with db.session(readonly=True) as s:
         runs = runs_in_scope(s, target)
-        artifacts = {r.id: repo.artifacts_of(s, r.id) for r in runs}
-        epochs = {r.id: repo.metric_history(s, r.id) for r in runs if r.kind == RunKind.TRAIN}
-    problems: list[Problem] = []
-    for run in runs:
-        for art in artifacts[run.id]:
-            try:
-                store.verify(art.path, art.sha256)
-            except ArtifactError as exc:
-                problems.append(Problem(run.id, f"{art.path}: {exc.reason}"))
-        if run.kind == RunKind.TRAIN and run.status == RunStatus.SUCCEEDED and not run.reused_run_id:
-            problems += _check_training(run, artifacts[run.id], epochs[run.id], store)
-    total = sum(len(a) for a in artifacts.values())
+        own: dict[str, list[Problem]] = {}
+        for run in runs:
+            source = run if run.reused_run_id is None else repo.get_run(s, run.reused_run_id)
+            if source.id not in own:
+                own[source.id] = run_problems(s, store, source)
+            if source is run:
+                problems += own[run.id]
+            else:  # a cached or joined run: the results it stands on are the other run's
+                problems += [replace(p, via=run.id) for p in own[source.id]]
+        total = sum(len(repo.artifacts_of(s, run_id)) for run_id in own)
     return CheckResult(runs=len(runs), artifacts=total, problems=tuple(problems))
+
+
+def repair(db: Database, problems: tuple[Problem, ...]) -> list[str]:
+    """Mark every damaged executed run that succeeded as failed, naming its first problem: no later
+    submit reuses it (its identity runs again) and ``status`` says why. Returns the runs marked."""
+    damaged: dict[str, str] = {}
+    for problem in problems:
+        damaged.setdefault(problem.run_id, problem.what)
+    marked = []
+    with db.session() as s:
+        for run_id, what in damaged.items():
+            if repo.mark_damaged(s, run_id, f"damaged after it succeeded: {what}"):
+                marked.append(run_id)
+    return marked
 
 
 def _check_training(

@@ -251,6 +251,10 @@ def _submit(
         click.echo(
             f"{len(submitted.reused)} run(s) reuse identical earlier runs (cached); --force reruns them"
         )
+    if submitted.joined:
+        click.echo(f"{len(submitted.joined)} run(s) join identical runs already queued or running")
+    for problem in submitted.damaged:
+        click.echo(f"not reused, damaged: {problem} (`orchestrator check --repair` marks it)", err=True)
     _follow_or_hint(settings, cli.db(), submitted.sweep_id, options.wait)
 
 
@@ -484,11 +488,19 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
 # ---------------------------------------------------------------- check
 @main.command()
 @click.argument("target", required=False, metavar="[SWEEP_OR_RUN]")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Mark each damaged run that succeeded as failed (naming the damage), so the next submit of "
+    "its plan runs it again instead of reusing it.",
+)
 @pass_cli
 @handle_errors
-def check(cli: CliContext, target: str | None) -> None:
-    """Verify every run's artifacts (sha256) and checkpoints (default: all runs); exit 1 on a problem."""
+def check(cli: CliContext, target: str | None, repair: bool) -> None:
+    """Verify every run's artifacts (sha256) and checkpoints (default: all runs), following cached runs
+    to the runs they reuse; exit 1 on a problem."""
     from orchestrator.check import check as check_runs
+    from orchestrator.check import repair as repair_runs
     from storage.artifacts import ArtifactStore
 
     result = check_runs(cli.db(), ArtifactStore(cli.settings.artifacts_dir), target)
@@ -496,6 +508,9 @@ def check(cli: CliContext, target: str | None) -> None:
         click.echo(str(problem))
     verdict = "all intact" if result.intact else f"{len(result.problems)} problem(s)"
     click.echo(f"checked {result.runs} run(s), {result.artifacts} artifact(s): {verdict}")
+    if repair and not result.intact:
+        for run_id in repair_runs(cli.db(), result.problems):
+            click.echo(f"{run_id}: marked failed (damaged); the next submit of its plan runs it again")
     if not result.intact:
         sys.exit(1)
 

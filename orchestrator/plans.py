@@ -22,7 +22,7 @@ from contract.specs import (
     TrainSpec,
     VisualizeSpec,
     image_kind,
-    spec_hash,
+    run_identity,
 )
 from storage.models import RunKind
 
@@ -70,9 +70,9 @@ class PlannedRun:
     cacheable: bool = True
 
     def identity(self, code_version: str, dependency_hashes: tuple[str, ...] = ()) -> str:
-        """Spec hash; a run that consumes another run's output includes that run's identity too."""
-        spec = dict(self.spec, _inputs=list(dependency_hashes)) if dependency_hashes else self.spec
-        return spec_hash(self.kind.value, spec, code_version)
+        """The run's identity (:func:`contract.specs.run_identity`); a run that consumes another run's
+        output includes that run's identity too."""
+        return run_identity(self.kind.value, self.spec, code_version, dependency_hashes)
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,6 @@ class Plan:
 
 def train_spec(profile: Profile, regime: str, seed: int) -> TrainSpec:
     keys = {k: v for k, v in profile.items() if k in _TRAIN_FIELDS}
-    if regime != Regime.FINETUNE:
-        # BatchNorm "after unfreezing" means nothing without a frozen phase: keep such runs' identity.
-        keys["tune_bn"] = "batch"
     return TrainSpec(regime=regime, seed=seed, **keys).validate()
 
 
@@ -110,7 +107,7 @@ def _train_run(profile: Profile, regime: str, seed: int, label: str | None = Non
         key=f"train/{label}/s{seed}",
         kind=RunKind.TRAIN,
         label=label,
-        spec=spec.to_dict(),
+        spec=spec.stored(),  # only what the regime reads: its identity ignores the other keys
         seed=seed,
         total_epochs=spec.total_epochs,
     )

@@ -72,7 +72,13 @@ class RunRow:
 
 def _row(summary: Any, source: Any) -> RunRow:
     """``source`` is the run whose results count: the run itself, or the earlier run it reuses."""
-    status = CACHED if summary.reused_run_id else RunStatus(summary.status)
+    status: str = RunStatus(summary.status)
+    if summary.reused_run_id:
+        # Cached once it is satisfied; until then a joined run shows the status of the run it follows.
+        if summary.status == RunStatus.QUEUED:
+            status = RunStatus(source.status)
+        elif summary.status == RunStatus.SUCCEEDED:
+            status = CACHED
     epochs = summary.total_epochs
     epoch = source.last_epoch
     fraction, live_rate = _live_progress(source) if status == RunStatus.RUNNING else (None, None)

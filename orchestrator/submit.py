@@ -11,14 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contract.settings import Settings
 from contract.specs import BUILTIN_IMAGES
 from orchestrator import preflight
+from orchestrator.check import Problem
 from orchestrator.errors import UserError
-from orchestrator.plans import Plan, report_run
+from orchestrator.plans import Plan, PlannedRun, report_run
 from orchestrator.preflight import Work
+from orchestrator.reuse import Action, Decision, decide, decide_run
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database
@@ -66,6 +69,8 @@ class Submitted:
     run_ids: dict[str, str]  # plan key -> run id
     reused: tuple[str, ...]  # run ids satisfied by earlier identical runs
     estimate: tuple[str, ...] = ()  # what to say before a long plan starts (empty for a short one)
+    joined: tuple[str, ...] = ()  # run ids following an identical run that is queued or running
+    damaged: tuple[Problem, ...] = ()  # earlier identical results not reused: they no longer verify
 
 
 def create_sweep(
@@ -78,42 +83,84 @@ def create_sweep(
     code_identity: str,
     force: bool,
     max_attempts: int,
+    store: ArtifactStore | None = None,
 ) -> Submitted:
     """Write the sweep and its runs. ``code_version`` is the text the sweep records; ``code_identity``
-    (the source hash) goes into every run's identity, so results of other code are never reused."""
+    (the source hash) goes into every run's identity, so results of other code are never reused.
+
+    Each run is decided (:func:`orchestrator.reuse.decide_run`) against the database this transaction
+    writes to; an executed run's insert that meets an identical live run committed meanwhile by another
+    submit (the unique index) is rolled back to its savepoint and decided again: it joins that run.
+    ``store`` verifies results before they are reused (None only in tests without files)."""
     sweep = repo.create_sweep(
         s, plan=plan.name, profile=profile_name, overrides=overrides, code_version=code_version
     )
     run_ids: dict[str, str] = {}
     hashes: dict[str, str] = {}
     reused: list[str] = []
+    joined: list[str] = []
+    damaged: list[Problem] = []
     runs = list(plan.runs)
     if plan.report:
         runs.append(report_run(sweep.id, tuple(r.key for r in plan.runs)))
     for planned in runs:
         identity = planned.identity(code_identity, tuple(hashes[k] for k in planned.depends_on))
         hashes[planned.key] = identity
-        earlier: Run | None = None
-        if planned.cacheable and not force:
-            earlier = repo.find_succeeded_by_hash(s, identity)
-        run = repo.create_run(
-            s,
-            sweep_id=sweep.id,
-            kind=planned.kind,
-            label=planned.label,
-            spec=planned.spec,
-            spec_hash=identity,
-            seed=planned.seed,
-            total_epochs=planned.total_epochs,
-            max_attempts=max_attempts,
-            depends_on=[run_ids[k] for k in planned.depends_on],
-            status=RunStatus.SUCCEEDED if earlier else RunStatus.QUEUED,
-            reused_run_id=earlier.results_run_id if earlier else None,
-        )
-        if earlier:
+        for _ in range(_INSERT_ROUNDS):
+            decision = decide_run(s, store, planned, identity, force=force)
+            try:
+                with s.begin_nested():
+                    run = _create_run(
+                        s, sweep.id, planned, decision, [run_ids[k] for k in planned.depends_on], max_attempts
+                    )
+                break
+            except IntegrityError:  # an identical run went live meanwhile (another submit): join it
+                continue
+        else:
+            raise RuntimeError(f"{planned.key}: no stable decision after {_INSERT_ROUNDS} rounds")
+        damaged += decision.damaged
+        if decision.action == Action.REUSE:
             reused.append(run.id)
+        elif decision.action == Action.JOIN:
+            joined.append(run.id)
         run_ids[planned.key] = run.id
-    return Submitted(sweep_id=sweep.id, run_ids=run_ids, reused=tuple(reused))
+    return Submitted(
+        sweep_id=sweep.id,
+        run_ids=run_ids,
+        reused=tuple(reused),
+        joined=tuple(joined),
+        damaged=tuple(damaged),
+    )
+
+
+# An insert fails only when another submit committed the same identity between the decision and the
+# insert; the next decision sees that run. A few rounds cover a run that ends meanwhile too.
+_INSERT_ROUNDS = 5
+
+
+def _create_run(
+    s: Session,
+    sweep_id: str,
+    planned: PlannedRun,
+    decision: Decision,
+    depends_on: list[str],
+    max_attempts: int,
+) -> Run:
+    status = RunStatus.SUCCEEDED if decision.action == Action.REUSE else RunStatus.QUEUED
+    return repo.create_run(
+        s,
+        sweep_id=sweep_id,
+        kind=planned.kind,
+        label=planned.label,
+        spec=planned.spec,
+        spec_hash=decision.identity,
+        seed=planned.seed,
+        total_epochs=planned.total_epochs,
+        max_attempts=max_attempts,
+        depends_on=depends_on,
+        status=status,
+        reused_run_id=decision.source,
+    )
 
 
 def profile_values(profile: str, assignments: tuple[str, ...]) -> tuple[dict[str, object], dict[str, str]]:
@@ -145,17 +192,28 @@ def _stage_photos(store: ArtifactStore, plan: Plan) -> Plan:
     return replace(plan, runs=tuple(runs))
 
 
-def runs_to_execute(s: Session, plan: Plan, *, code_identity: str, force: bool) -> list[Work]:
-    """The planned runs that will really execute: not satisfied by an identical earlier run, as
-    :func:`create_sweep` will decide (the sweep's report, made later, is not among them)."""
-    hashes: dict[str, str] = {}
-    work: list[Work] = []
-    for planned in plan.runs:
-        identity = planned.identity(code_identity, tuple(hashes[k] for k in planned.depends_on))
-        hashes[planned.key] = identity
-        if force or not planned.cacheable or repo.find_succeeded_by_hash(s, identity) is None:
-            work.append((planned.kind, planned.spec, planned.label))
-    return work
+def runs_to_execute(
+    s: Session, store: ArtifactStore | None, plan: Plan, *, code_identity: str, force: bool
+) -> list[Work]:
+    """The planned runs that will really execute, as :func:`create_sweep` decides them (same function,
+    same staged plan; the sweep's report, made later, is not among them)."""
+    decisions = decide(s, store, plan.runs, code_identity=code_identity, force=force)
+    return [
+        (planned.kind, planned.spec, planned.label)
+        for planned in plan.runs
+        if decisions[planned.key].action == Action.EXECUTE
+    ]
+
+
+def plan_work(
+    db: Database, store: ArtifactStore, plan: Plan, *, code_identity: str, force: bool
+) -> tuple[Plan, list[Work]]:
+    """The plan with its photos staged, and the runs of it that will execute (for preflight and the
+    estimate). Staging comes first (content-addressed files, no rows), so that this decision and
+    :func:`create_sweep`'s see the same photo, named by its content."""
+    plan = _stage_photos(store, plan)
+    with db.session(readonly=True) as s:
+        return plan, runs_to_execute(s, store, plan, code_identity=code_identity, force=force)
 
 
 def alternative_plans(profile: str, build: Callable[[dict[str, object]], Plan]) -> dict[str, Plan]:
@@ -184,13 +242,12 @@ def submit_plan(
     db = open_db()  # exit 1 with the URL if the database is unreachable; nothing written yet
     app = check_broker(settings)  # likewise for the broker
     version, identity = code_version(), code_identity()
-    with db.session(readonly=True) as s:
-        work = runs_to_execute(s, plan, code_identity=identity, force=force)
+    store = ArtifactStore(settings.artifacts_dir)
+    plan, work = plan_work(db, store, plan, code_identity=identity, force=force)
     if settings.embedded_broker:
         # The local worker reads this process's settings: what fails for it would fail in the task.
         preflight.check_local_run(settings, work)
     estimate = _estimate(settings, db, work, alternatives or {})
-    plan = _stage_photos(ArtifactStore(settings.artifacts_dir), plan)
     with db.session() as s:
         submitted = create_sweep(
             s,
@@ -201,6 +258,7 @@ def submit_plan(
             code_identity=identity,
             force=force,
             max_attempts=settings.max_attempts,
+            store=store,
         )
     dispatch_ready(app, db)
     return replace(submitted, estimate=estimate)

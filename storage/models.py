@@ -17,11 +17,13 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -138,8 +140,23 @@ class RunDependency(Base):
     depends_on_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
 
 
+# The runs that compute an identity now: executed (not following another run) and queued or running. At
+# most one per identity (``uq_runs_live_identity``), so two submits of one plan cannot both train it: the
+# second one's insert fails and it joins the first (see storage.repository.runs).
+LIVE_IDENTITY = text("reused_run_id IS NULL AND status IN ('queued', 'running')")
+
+
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (
+        Index(
+            "uq_runs_live_identity",
+            "spec_hash",
+            unique=True,
+            sqlite_where=LIVE_IDENTITY,
+            postgresql_where=LIVE_IDENTITY,
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("r"))
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
@@ -151,7 +168,8 @@ class Run(Base):
     spec_hash: Mapped[str] = mapped_column(String(64), index=True)
     seed: Mapped[int] = mapped_column(Integer)
     status: Mapped[RunStatus] = mapped_column(_str_enum(RunStatus), default=RunStatus.QUEUED, index=True)
-    # Set when this run was satisfied by an earlier identical run instead of being executed.
+    # Set when this run takes its results from an identical run instead of being executed: one that had
+    # succeeded (a cached run, created succeeded) or one queued or running (a joined run, which follows it).
     reused_run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The fencing token: incremented by every claim and never decremented (unlike ``attempts``, which a

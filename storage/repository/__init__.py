@@ -39,9 +39,15 @@ from storage.repository.runs import (
     dependencies_of,
     dependents_of,
     find_succeeded_by_hash,
+    follow_or_own,
     get_run,
+    live_run_by_hash,
+    mark_damaged,
     results_source,
     runs_held_by,
+    settle_follower,
+    settle_followers,
+    succeeded_runs_by_hash,
 )
 from storage.repository.summaries import RunSummary, run_summary, sweep_runs
 from storage.repository.sweeps import create_sweep, get_sweep, latest_sweep
@@ -78,6 +84,12 @@ __all__ = [
     "dependents_of",
     "fail_run",
     "find_succeeded_by_hash",
+    "follow_or_own",
+    "live_run_by_hash",
+    "mark_damaged",
+    "settle_follower",
+    "settle_followers",
+    "succeeded_runs_by_hash",
     "finish_run",
     "forget_lost_message",
     "get_run",

@@ -105,7 +105,8 @@ def ready_unenqueued_runs(s: Session) -> list[Run]:
     )
     stmt = (
         select(Run)
-        .where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), ~unmet)
+        # A follower (``reused_run_id``) is never sent: it ends as the run it follows ends.
+        .where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None), Run.reused_run_id.is_(None), ~unmet)
         .order_by(Run.created_at, Run.id)
     )
     return list(s.scalars(stmt))

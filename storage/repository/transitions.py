@@ -16,7 +16,7 @@ from storage.models import (
     RunStatus,
 )
 from storage.repository._base import _BACK_IN_QUEUE, _REFUND, _cas, _fenced, _held, _refresh_run, _stale
-from storage.repository.runs import runs_held_by
+from storage.repository.runs import follow_or_own, runs_held_by, settle_follower, settle_followers
 
 
 def claim_run(s: Session, run_id: str, *, worker: str, device: str, lease_seconds: float) -> Run | None:
@@ -95,7 +95,11 @@ def finish_run(
         .where(*_held(run_id, fence))
         .values(status=status, finished_at=db_now(s), error=error, traceback=traceback)
     )
-    return _cas(s, stmt)
+    if not _cas(s, stmt):
+        return False
+    if status == RunStatus.SUCCEEDED:
+        settle_followers(s, run_id)  # runs that joined this one succeed with it, in this transaction
+    return True
 
 
 def fail_run(
@@ -213,7 +217,10 @@ def cancel_requested(s: Session, run_id: str) -> bool:
 
 
 def retry_run(s: Session, run_id: str) -> None:
-    """failed/cancelled -> queued with a fresh attempt budget; anything else raises IllegalTransition."""
+    """failed/cancelled -> queued with a fresh attempt budget; anything else raises IllegalTransition.
+    Who computes its identity is decided again (:func:`~storage.repository.runs.follow_or_own`)."""
+    if _refresh_run(s, run_id).status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        follow_or_own(s, run_id)
     stmt = (
         update(Run)
         .where(Run.id == run_id, Run.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
@@ -228,3 +235,4 @@ def retry_run(s: Session, run_id: str) -> None:
     )
     if not _cas(s, stmt):
         raise IllegalTransition(run_id, _refresh_run(s, run_id).status, RunStatus.QUEUED)
+    settle_follower(s, run_id)

@@ -96,3 +96,60 @@ def test_parse_assignments() -> None:
     assert parse_assignments(["a=1", " b = x "]) == {"a": "1", "b": "x"}
     with pytest.raises(SpecError, match="KEY=VALUE"):
         parse_assignments(["oops"])
+
+
+def _identity(kind: str, spec: dict[str, object]) -> str:
+    from contract.specs import run_identity
+
+    return run_identity(kind, spec, "code")
+
+
+def test_a_training_identity_holds_only_what_its_regime_reads() -> None:
+    def identity(regime: str, **values: object) -> str:
+        return _identity("train", TrainSpec(regime=regime, seed=0, **values).validate().stored())  # type: ignore[arg-type]
+
+    for regime in ("scratch", "imagenet"):
+        for unused in ({"head_epochs": 3}, {"tune_epochs": 3}, {"tune_lr": 1e-3}, {"tune_bn": "frozen"}):
+            assert identity(regime, **unused) == identity(regime), (regime, unused)
+        assert identity(regime, epochs=8) != identity(regime)
+    assert identity("finetune", epochs=8) == identity("finetune")
+    for used in (
+        {"head_epochs": 3},
+        {"tune_epochs": 3},
+        {"tune_lr": 1e-3},
+        {"tune_bn": "frozen"},
+        {"lr": 1e-3},
+    ):
+        assert identity("finetune", **used) != identity("finetune"), used
+    stored = TrainSpec(regime="scratch", seed=0, tune_lr=1e-3).stored()
+    assert not {"head_epochs", "tune_epochs", "tune_lr", "tune_bn"} & set(stored)
+    assert "epochs" not in TrainSpec(regime="finetune", seed=0).stored()
+    # The same identity from a full spec (an older row, every key) as from the stored one.
+    full = TrainSpec(regime="scratch", seed=0, tune_lr=1e-3).to_dict()
+    assert _identity("train", full) == identity("scratch")
+
+
+def test_the_checkpoint_key_of_a_training_is_unchanged() -> None:
+    """A training started by earlier code resumes: its checkpoint key is the full spec's, as before."""
+    spec = TrainSpec(regime="scratch", seed=0, head_epochs=2)
+    assert set(spec.to_dict()) >= {"head_epochs", "tune_epochs", "tune_lr", "epochs"}
+
+
+def test_a_visualization_identity_holds_only_what_changes_its_images() -> None:
+    def identity(**values: object) -> str:
+        base: dict[str, object] = {"image": "sine", "seed": 0, "source": "imagenet"}
+        return _identity("visualize", VisualizeSpec(**{**base, **values}).validate().to_dict())  # type: ignore[arg-type]
+
+    assert identity(seed=1) == identity()  # the sine pattern draws nothing
+    assert identity(image="random", seed=1) != identity(image="random")  # the noise is seeded
+    assert identity(source="none", seed=1) != identity(source="none")  # so are untrained weights
+    assert identity(source="checkpoint", seed=1) == identity(source="checkpoint")
+    photo = {"image_sha256": "a" * 64}
+    assert identity(image="artifact:inputs/a.jpg", image_name="dog.jpg", **photo) == identity(
+        image="artifact:inputs/a.jpeg", image_name="cat.jpg", **photo
+    )  # a photo is its content
+    assert identity(image="artifact:inputs/a.jpg", **photo) != identity(
+        image="artifact:inputs/b.jpg", image_sha256="b" * 64
+    )
+    for used in ({"steps": 2}, {"step_size": 1.0}, {"input_size": 64}, {"layers": ("conv_pw_1",)}):
+        assert identity(**used) != identity(), used

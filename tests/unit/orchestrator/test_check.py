@@ -123,3 +123,32 @@ def test_an_unknown_target_is_bad_input(home: Path) -> None:
     _finished_training(home)
     code, out = _check("r-nope")
     assert code == 2 and "r-nope" in out
+
+
+def test_check_follows_a_cached_run_to_the_run_it_reuses_and_repair_marks_that_run(home: Path) -> None:
+    train, _, _ = _finished_training(home)
+    with get_database(load_settings()).session() as s:
+        later = repo.create_sweep(s, plan="all", profile="smoke", overrides={}, code_version="t").id
+        cached = repo.create_run(
+            s,
+            sweep_id=later,
+            kind=RunKind.TRAIN,
+            label="scratch",
+            spec={},
+            spec_hash="a",
+            seed=1,
+            status=RunStatus.SUCCEEDED,
+            reused_run_id=train,
+        ).id
+    assert _check(later)[0] == 0
+    next((home / "artifacts" / "runs" / train).rglob("model-e0002.keras")).write_bytes(b"changed")
+    code, out = _check(later)
+    assert code == 1 and f"{cached}: reuses {train}: runs/{train}/" in out and "corrupt" in out, out
+
+    code, out = _check(later, "--repair")
+    assert code == 1 and f"{train}: marked failed (damaged)" in out, out
+    with get_database(load_settings()).session() as s:
+        run = repo.get_run(s, train)
+        assert run.status == RunStatus.FAILED and "damaged after it succeeded" in (run.error or "")
+    code, out = _check(later, "--repair")
+    assert "marked" not in out  # marked once; the files stay as they are for whoever looks

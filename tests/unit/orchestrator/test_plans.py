@@ -107,3 +107,20 @@ def test_default_photo_is_the_shipped_dog() -> None:
     assert hashlib.sha256(photo.read_bytes()).hexdigest() == (
         "5a9522051c3cec2bbd2f6323fccba32e8fbf3ddcc2b3e2fd46b04c720bc6f866"
     )
+
+
+def test_a_set_of_a_key_a_regime_does_not_read_keeps_its_identity() -> None:
+    def identities(**overrides: str) -> dict[str, str]:
+        plan = plan_all(resolve_profile("smoke", overrides), seeds=1, base_seed=0, photo="/p/dog.jpg")
+        hashes: dict[str, str] = {}
+        for run in plan.runs:
+            hashes[run.key] = run.identity("code", tuple(hashes[k] for k in run.depends_on))
+        return hashes
+
+    base, epochs, tune_lr = identities(), identities(epochs="8"), identities(tune_lr="0.001")
+    changed_by_epochs = {k for k in base if base[k] != epochs[k]}
+    # `epochs` is scratch's and imagenet's (and the visualizations of the imagenet model), not finetune's.
+    assert changed_by_epochs == {"train/scratch/s0", "train/imagenet/s0"} | {
+        k for k in base if k.startswith("visualize/")
+    }
+    assert {k for k in base if base[k] != tune_lr[k]} == {"train/finetune/s0"}

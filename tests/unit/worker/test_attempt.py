@@ -12,7 +12,7 @@ from sqlalchemy import update
 from contract.settings import Settings, load_settings
 from storage import repository as repo
 from storage.db import Database
-from storage.models import ArtifactKind, Run, RunKind, RunStatus, utcnow
+from storage.models import ArtifactKind, Run, RunKind, RunStatus, new_id, utcnow
 from worker.attempt import End, Outcome, run_attempt
 from worker.context import RunContext, StopReason
 
@@ -33,7 +33,7 @@ def _run(db: Database, kind: RunKind = RunKind.TRAIN, depends_on: tuple[str, ...
             kind=kind,
             label=str(kind),
             spec={},
-            spec_hash="h",
+            spec_hash=new_id("h"),  # distinct work: one identity is executed by one live run at a time
             seed=0,
             depends_on=depends_on,
             **kw,

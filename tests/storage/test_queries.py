@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
 from storage import repository as repo
 from storage.db import Database
-from storage.models import ArtifactKind, EpochMetric, RunKind, RunStatus
+from storage.models import ArtifactKind, EpochMetric, Run, RunKind, RunStatus, Worker
 
 from .helpers import epoch, make_run, make_sweep, start
 
@@ -163,3 +165,74 @@ def test_whose_results_count_is_decided_in_one_place(db: Database) -> None:
         assert (run.results_run_id, reused.results_run_id) == (original, original)
         assert repo.results_source(s, reused).id == original and repo.results_source(s, run) is run
         assert repo.run_summary(s, reused.id).results_run_id == original
+
+
+def _age(db: Database, model: type, key: object, seconds: float, *columns: str) -> None:
+    """Move ``columns`` of one row ``seconds`` into the past (what a long wait looks like)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.models import utcnow
+
+    past = utcnow() - timedelta(seconds=seconds)
+    primary = model.name if model is Worker else model.id  # type: ignore[attr-defined]
+    with db.session() as s:
+        s.execute(update(model).where(primary == key).values(**dict.fromkeys(columns, past)))
+
+
+def test_a_message_that_no_task_claimed_is_found_after_the_bound(db: Database) -> None:
+    """A task that failed before its claim while the database was down could not say so, and its message
+    was acknowledged: the reaper must find the run, received or not, and only then."""
+    with db.session() as s:
+        received = make_run(s, label="received").id
+        unreceived = make_run(s, label="unreceived").id
+        busy_with = make_run(s, label="busy").id
+        for run_id in (received, unreceived):
+            repo.mark_enqueued(s, run_id)
+        repo.upsert_worker(s, name="w1", host="h", pid=1, device="cpu", slots=1)
+        assert repo.mark_received(s, received, "w1")  # a live worker took it, then its task failed
+        fence = start(s, busy_with, worker="w1")
+    with db.session() as s:  # sent just now: a task claims within seconds
+        assert repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60) == []
+    for run_id in (received, unreceived):
+        _age(db, Run, run_id, 600, "enqueued_at", "received_at")
+    _age(db, Worker, "w1", 600, "started_at")
+    with db.session() as s:
+        # The unreceived one waits behind w1's training: a backlog, not a lost message.
+        assert [r.id for r in repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60)] == [received]
+        assert repo.finish_run(s, busy_with, RunStatus.SUCCEEDED, fence=fence)
+    with db.session() as s:  # w1 just ended a run: it may be taking the next message right now
+        assert [r.id for r in repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60)] == [received]
+    _age(db, Run, busy_with, 600, "finished_at")
+    with db.session() as s:  # idle that long with a message in the broker: the message is gone
+        found = repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60)
+        assert [r.id for r in found] == [received, unreceived]
+        assert repo.stop_worker(s, "w1")
+    with db.session() as s:  # no live worker: nothing would have taken it, nothing is re-sent
+        assert [r.id for r in repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60)] == [received]
+        assert repo.forget_unclaimed_message(s, received, after_seconds=300)
+        assert not repo.forget_unclaimed_message(s, received, after_seconds=300)  # another reaper: no
+        assert [r.id for r in repo.ready_unenqueued_runs(s)] == [received]  # sent again
+        repo.mark_enqueued(s, received)
+    with db.session() as s:  # just sent again: not again before the bound (no storm of duplicates)
+        assert repo.unclaimed_messages(s, after_seconds=300, lease_seconds=60) == []
+        assert not repo.forget_unclaimed_message(s, received, after_seconds=300)
+
+
+def test_the_reaper_names_the_worker_a_run_was_requeued_from(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contract.settings import Settings
+    from worker.app import create_app
+    from worker.reaper import reap
+
+    with db.session() as s:
+        run_id = make_run(s).id
+        start(s, run_id, worker="lost-worker@host")
+    _age(db, Run, run_id, 120, "heartbeat_at")
+    app = create_app(Settings(home=Path("unused"), broker_url="memory://"))
+    with caplog.at_level("WARNING", logger="worker.reaper"):
+        report = reap(app, db, lease_seconds=60, resend_seconds=300)
+    assert report.requeued == (run_id,) and report.sent == (run_id,)
+    assert f"run {run_id} lost its worker lost-worker@host; re-queued" in caplog.text

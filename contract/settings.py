@@ -24,8 +24,8 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     ),
     "CONVLAB_RESEND_SECONDS": (
         "300",
-        "a queued run sent this long ago that no task claimed (received by a live worker that never claimed "
-        "it, or never received while a worker sat idle) is sent again: its message was lost",
+        "a queued run whose message a worker received this long ago and no task claimed is sent again "
+        "(a task claims within seconds of the receipt; the message was lost after it)",
     ),
     "CONVLAB_HEARTBEAT_SECONDS": ("10", "how often a running task proves it is alive (well under the lease)"),
     "CONVLAB_MAX_ATTEMPTS": (

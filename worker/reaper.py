@@ -10,10 +10,10 @@ workers may reap at once.
   token is stale and every write it tries is refused.
 - A ``queued`` run whose message was taken off the broker by a worker that died before any task process
   claimed it is sent again (the message died with that worker).
-- A ``queued`` run sent long ago (``CONVLAB_RESEND_SECONDS``) whose message no task claimed, though a
-  worker received it or sat idle all that time, is sent again, whatever lost the message (a task that
-  failed before its claim while the database was down, a broker that dropped it). At most once per that
-  bound per run: the send stamps the run anew.
+- A ``queued`` run whose message a live worker received long ago (``CONVLAB_RESEND_SECONDS``) and no
+  task claimed is sent again, whatever lost the message after its receipt (a task that failed before its
+  claim and could neither say so nor give the message back). At most once per that bound per run: the
+  send and the next receipt stamp the run anew.
 - A ``queued`` run whose dependency failed is failed, naming the dependency.
 - A ``queued`` run whose dependencies all succeeded and that no message carries is sent.
 """
@@ -53,9 +53,7 @@ def reap(
     resent: list[str] = []
     with db.session() as s:
         if resend_seconds is not None:
-            # Before the stale runs are re-queued: a worker whose run has just gone stale was busy, not
-            # idle, while a message waited (after an outage it is the one about to take it).
-            resent += _resend_unclaimed(s, resend_seconds=resend_seconds, lease_seconds=lease_seconds)
+            resent += _resend_unclaimed(s, resend_seconds=resend_seconds)
         for run in repo.stale_runs(s, lease_seconds=lease_seconds):
             if run.cancel_requested:
                 if repo.cancel_stale_run(s, run.id, lease_seconds=lease_seconds):
@@ -84,17 +82,17 @@ def reap(
     return ReapReport(tuple(requeued), tuple(failed), tuple(sent), tuple(cancelled), tuple(resent))
 
 
-def _resend_unclaimed(s: Session, *, resend_seconds: float, lease_seconds: float) -> list[str]:
-    """Forget the messages no task claimed within ``resend_seconds``, so that they are sent again."""
+def _resend_unclaimed(s: Session, *, resend_seconds: float) -> list[str]:
+    """Forget the messages no task claimed within ``resend_seconds`` of their receipt, so that they are
+    sent again."""
     resent = []
-    for run in repo.unclaimed_messages(s, after_seconds=resend_seconds, lease_seconds=lease_seconds):
-        receipt = f"received by {run.received_by}" if run.received_by else "no receipt recorded"
+    for run in repo.unclaimed_messages(s, after_seconds=resend_seconds):
         if repo.forget_unclaimed_message(s, run.id, after_seconds=resend_seconds):
             log.warning(
-                "run %s: sent over %g s ago and never claimed (%s); sending it again",
+                "run %s: received by %s over %g s ago and never claimed; sending it again",
                 run.id,
+                run.received_by,
                 resend_seconds,
-                receipt,
             )
             resent.append(run.id)
     return resent

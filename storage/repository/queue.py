@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, exists, or_, select, update
+from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.clock import db_ago, db_now
@@ -93,62 +93,39 @@ def forget_lost_message(s: Session, run_id: str, received_by: str) -> bool:
     return _cas(s, stmt)
 
 
-def _receipt_missing_or_old(s: Session, after_seconds: float) -> Any:
-    return or_(Run.received_by.is_(None), Run.received_at < db_ago(s, after_seconds))
+def unclaimed_messages(s: Session, *, after_seconds: float) -> list[Run]:
+    """Queued runs whose message a worker received at least ``after_seconds`` ago (alive or not: a dead
+    one's are :func:`lost_messages` after a lease) that no task process claimed since: a task claims
+    within seconds of the receipt, or forgets the message when the run must wait. Whatever lost the
+    message (a task that failed before its claim and could neither say so nor give the message back,
+    a worker that dropped what it had reserved), it will not be executed. On the database's clock.
 
-
-def unclaimed_messages(s: Session, *, after_seconds: float, lease_seconds: float) -> list[Run]:
-    """Queued runs sent at least ``after_seconds`` ago that no task process claimed, although it would
-    have by now: whatever lost their message (a task that failed before its claim and could not say so,
-    a broker that dropped it), it will not be executed.
-
-    Either a worker received the message that long ago and never claimed the run (a task process claims
-    within seconds of the receipt, or forgets the message when the run must wait), or no receipt was
-    recorded while some live worker sat idle all that time (holding no run, having ended none, up that
-    long): a message waiting in the broker would have reached it. A backlog behind busy workers, or with
-    no worker up, is never taken for lost. All on the database's clock.
+    A message with no receipt is never taken for lost: a backlog waits in the broker for hours behind
+    long trainings, and the database cannot tell it from a message the broker dropped.
     """
-    other = aliased(Run)
-    busy = exists().where(
-        other.worker == Worker.name,
-        or_(other.status == RunStatus.RUNNING, other.finished_at >= db_ago(s, after_seconds)),
-    )
-    idle_worker = exists().where(
-        Worker.stopped_at.is_(None),
-        Worker.last_seen_at >= db_ago(s, lease_seconds),
-        Worker.started_at < db_ago(s, after_seconds),
-        ~busy,
-    )
-    stmt = (
-        select(Run)
-        .where(
-            Run.status == RunStatus.QUEUED,
-            Run.enqueued_at < db_ago(s, after_seconds),
-            or_(
-                and_(Run.received_by.is_not(None), Run.received_at < db_ago(s, after_seconds)),
-                and_(Run.received_by.is_(None), idle_worker),
-            ),
-        )
-        .order_by(Run.created_at, Run.id)
-    )
+    stmt = select(Run).where(*_unclaimed_for(s, after_seconds)).order_by(Run.created_at, Run.id)
     return list(s.scalars(stmt))
 
 
 def forget_unclaimed_message(s: Session, run_id: str, *, after_seconds: float) -> bool:
     """Clear the marks of a message :func:`unclaimed_messages` found, so it is sent again, only if it is
-    still that old (checked in the statement): of reapers racing, one re-sends, and a run is re-sent at
-    most once every ``after_seconds``, since sending it stamps ``enqueued_at`` anew."""
+    still unclaimed that long (checked in the statement): of reapers racing, one re-sends, and a run is
+    re-sent at most once every ``after_seconds``, since sending and receiving it stamp it anew."""
     stmt = (
         update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status == RunStatus.QUEUED,
-            Run.enqueued_at < db_ago(s, after_seconds),
-            _receipt_missing_or_old(s, after_seconds),
-        )
+        .where(Run.id == run_id, *_unclaimed_for(s, after_seconds))
         .values(enqueued_at=None, received_at=None, received_by=None)
     )
     return _cas(s, stmt)
+
+
+def _unclaimed_for(s: Session, seconds: float) -> tuple[Any, ...]:
+    return (
+        Run.status == RunStatus.QUEUED,
+        Run.enqueued_at < db_ago(s, seconds),
+        Run.received_by.is_not(None),
+        Run.received_at < db_ago(s, seconds),
+    )
 
 
 def ready_unenqueued_runs(s: Session) -> list[Run]:

@@ -49,8 +49,11 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 def stack(server_stack: Stack, own_redis: OwnRedis) -> Stack:
     """Redis (a server of this test's own) + PostgreSQL (a database of this test's own)."""
     server_stack.env["CONVLAB_BROKER_URL"] = f"redis://127.0.0.1:{own_redis.port}/0"
+    # Shorter than the outage, long enough that a task process importing TensorFlow on a loaded machine
+    # (the import holds the GIL, and the heartbeat thread with it) is not taken for dead.
+    server_stack.env["CONVLAB_LEASE_SECONDS"] = "10"
     # A message received but never claimed is sent again after this (seconds here, minutes by default).
-    server_stack.env["CONVLAB_RESEND_SECONDS"] = "12"
+    server_stack.env["CONVLAB_RESEND_SECONDS"] = "20"
     return server_stack
 
 
@@ -65,7 +68,7 @@ def submit_training(stack: Stack, regime: str, epochs: int) -> str:
     return runs[0]["id"]
 
 
-def wait_ended(stack: Stack, run_id: str, timeout: float = 300) -> dict:
+def wait_ended(stack: Stack, run_id: str, timeout: float = 420) -> dict:
     return wait_for(
         lambda: (lambda st: st if st["status"] in TERMINAL else None)(run_state(stack.db(), run_id)),
         timeout=timeout,
@@ -156,40 +159,39 @@ def test_killed_broker_connections_lose_no_run(stack: Stack, own_redis: OwnRedis
     """Every connection of the worker to Redis is cut (CLIENT KILL) mid-training and between tasks."""
     import redis
 
-    runs = submit_plan(stack, seeds=3, epochs=3)
+    runs = submit_plan(stack, seeds=3, epochs=2)
     worker = stack.start_worker("w1")
     client = redis.Redis(port=own_redis.port)
     try:
         for run_id in runs[:2]:
             wait_for(
                 lambda r=run_id: started(stack, r),
-                timeout=240,
+                timeout=420,
                 what=f"{run_id} to train",
                 on_timeout=lambda: stack.log_of("w1"),
             )
             # Every client but this one: the worker's consumer, its maintenance process, its task process.
-            killed = client.client_kill_filter(_type="normal", skipme=True)
-            assert killed >= 1
+            assert client.client_kill_filter(_type="normal", skipme=True) >= 1
             time.sleep(2)
-            killed = client.client_kill_filter(_type="normal", skipme=True)  # its reconnection, too
+            client.client_kill_filter(_type="normal", skipme=True)  # its reconnections, too
     finally:
         client.close()
-    assert_all_succeeded_once(stack, dict.fromkeys(runs, 3))
+    assert_all_succeeded_once(stack, dict.fromkeys(runs, 2))
     stop_worker_and_assert_nothing_left(stack, worker)
 
 
 def test_a_redis_restart_mid_plan_loses_no_run(stack: Stack, own_redis: OwnRedis) -> None:
     """Redis (append-only file on) restarted while a training runs and two more wait in it."""
-    runs = submit_plan(stack, seeds=3, epochs=3)
+    runs = submit_plan(stack, seeds=3, epochs=2)
     worker = stack.start_worker("w1")
     wait_for(
         lambda: started(stack, runs[0]),
-        timeout=240,
+        timeout=420,
         what=f"{runs[0]} to train",
         on_timeout=lambda: stack.log_of("w1"),
     )
     own_redis.stop()  # as `docker restart redis`: a clean shutdown writes the append-only file
     time.sleep(5)
     own_redis.start()
-    assert_all_succeeded_once(stack, dict.fromkeys(runs, 3))
+    assert_all_succeeded_once(stack, dict.fromkeys(runs, 2))
     stop_worker_and_assert_nothing_left(stack, worker)

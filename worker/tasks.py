@@ -59,7 +59,8 @@ def _attempt_through_outages(
     Tried again after 0.5 s, 1 s, 2 s ... (at most :data:`_MAX_PAUSE_S` apart) for up to one lease; then
     the message is given back to the broker (rejected with requeue: the next delivery starts over in a
     fresh process), never acknowledged as done, so the run is not stranded ``queued`` with no message.
-    The pauses bound how often one message can cost a process start: about once a lease.
+    The pauses bound how often one message can cost a process start: about once a lease. A worker
+    shutting down gives the message back at once.
     """
     deadline = time.monotonic() + settings.lease_seconds
     pause = _FIRST_PAUSE_S
@@ -73,10 +74,10 @@ def _attempt_through_outages(
                 db, settings, run_id, kind, worker, RUNNERS[kind], after_success=AFTER_SUCCESS.get(kind)
             )
         except NotClaimed as exc:
-            if time.monotonic() + pause > deadline:
-                log.warning("run %s: %s; giving its message back to the broker", run_id, exc)
+            if time.monotonic() + pause > deadline or shutdown.stop_requested(settings):
+                log.warning("%s; giving its message back to the broker", exc)
                 raise Reject(str(exc), requeue=True) from exc
-            log.warning("run %s: %s; trying again in %.1f s", run_id, exc, pause)
+            log.warning("%s; trying again in %.1f s", exc, pause)
             time.sleep(pause)
             pause = min(pause * 2, _MAX_PAUSE_S)
 

@@ -22,6 +22,11 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "60",
         "a run whose heartbeat is older than this is taken over by another worker",
     ),
+    "CONVLAB_RESEND_SECONDS": (
+        "300",
+        "a queued run whose message a worker received this long ago and no task claimed is sent again "
+        "(a task claims within seconds of the receipt; the message was lost after it)",
+    ),
     "CONVLAB_HEARTBEAT_SECONDS": ("10", "how often a running task proves it is alive (well under the lease)"),
     "CONVLAB_MAX_ATTEMPTS": (
         "3",
@@ -67,6 +72,7 @@ class Settings:
     cifar10_path: str | None = None
     weights_dir: str | None = None
     lease_seconds: float = 60.0
+    resend_seconds: float = 300.0
     heartbeat_seconds: float = 10.0
     max_attempts: int = 3
     worker_device: str = ""
@@ -171,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         weights_dir=env.get("CONVLAB_WEIGHTS_DIR") or None,
         lease_seconds=_positive_float(env, "CONVLAB_LEASE_SECONDS"),
         heartbeat_seconds=_positive_float(env, "CONVLAB_HEARTBEAT_SECONDS"),
+        resend_seconds=_positive_float(env, "CONVLAB_RESEND_SECONDS"),
         max_attempts=int(attempts_raw),
         worker_device=env.get("CONVLAB_WORKER_DEVICE", ""),
         worker_slots=int(env.get("CONVLAB_WORKER_SLOTS") or 1),

@@ -54,6 +54,16 @@ class End(enum.StrEnum):
     LOST = "lost"  # another attempt holds the run now
 
 
+class NotClaimed(Exception):
+    """The run could not be claimed, and the database could not be told that its message is gone (it
+    is unreachable): the caller must give the message back to the broker, not acknowledge it, or the
+    run stays ``queued`` with a message that no longer exists."""
+
+    def __init__(self, run_id: str, cause: BaseException) -> None:
+        super().__init__(f"{run_id} not claimed: {type(cause).__name__}: {cause}")
+        self.run_id = run_id
+
+
 @dataclass(frozen=True)
 class Outcome:
     end: End
@@ -151,13 +161,15 @@ def run_attempt(
     the success is recorded (never for an attempt whose end was refused)."""
     try:
         claimed = claim(db, settings, run_id, kind, worker)
-    except Exception:
-        # The message is acknowledged anyway: let the reaper send the run again instead of losing it.
+    except Exception as exc:
+        # Acknowledging the message is safe only once the database says it is gone: the reaper then
+        # sends the run again. Where the database cannot even be told, the message must stay.
         try:
             with db.session() as s:
                 repo.clear_enqueued(s, run_id)
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not forget the message of %s", run_id, exc_info=True)
+            raise NotClaimed(run_id, exc) from exc
         raise
     if isinstance(claimed, Outcome):
         return claimed

@@ -27,13 +27,17 @@ def run_maintenance(settings: Settings, worker_name: str, parent_pid: int) -> No
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s/Maintenance] %(message)s")
     app = create_app(settings)
-    db = get_database(settings)
+    # The schema is checked inside the loop: a database down at this moment must not end the process.
+    db = get_database(settings, ensure_schema=False)
     interval = settings.maintenance_seconds
     while os.getppid() == parent_pid:
         try:
+            db.ensure_schema()
             with db.session() as s:
                 repo.touch_worker(s, worker_name)
-            report = reap(app, db, lease_seconds=settings.lease_seconds)
+            report = reap(
+                app, db, lease_seconds=settings.lease_seconds, resend_seconds=settings.resend_seconds
+            )
             if report.requeued or report.failed or report.cancelled or report.resent:
                 log.warning(
                     "reaper: requeued %s, failed %s, cancelled %s, re-sent %s",

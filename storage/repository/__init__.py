@@ -27,12 +27,14 @@ from storage.repository.files import (
 from storage.repository.queue import (
     clear_enqueued,
     forget_lost_message,
+    forget_unclaimed_message,
     lost_messages,
     mark_enqueued,
     mark_received,
     ready_unenqueued_runs,
     runs_blocked_by_failure,
     stale_runs,
+    unclaimed_messages,
 )
 from storage.repository.runs import (
     create_run,
@@ -92,6 +94,7 @@ __all__ = [
     "succeeded_runs_by_hash",
     "finish_run",
     "forget_lost_message",
+    "forget_unclaimed_message",
     "get_run",
     "get_sweep",
     "hand_back_run",
@@ -104,6 +107,7 @@ __all__ = [
     "epoch_history",
     "metric_history",
     "ready_unenqueued_runs",
+    "unclaimed_messages",
     "record_environment",
     "record_epoch",
     "release_worker_runs",

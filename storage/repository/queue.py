@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session, aliased
 
@@ -89,6 +91,41 @@ def forget_lost_message(s: Session, run_id: str, received_by: str) -> bool:
         .values(enqueued_at=None, received_at=None, received_by=None)
     )
     return _cas(s, stmt)
+
+
+def unclaimed_messages(s: Session, *, after_seconds: float) -> list[Run]:
+    """Queued runs whose message a worker received at least ``after_seconds`` ago (alive or not: a dead
+    one's are :func:`lost_messages` after a lease) that no task process claimed since: a task claims
+    within seconds of the receipt, or forgets the message when the run must wait. Whatever lost the
+    message (a task that failed before its claim and could neither say so nor give the message back,
+    a worker that dropped what it had reserved), it will not be executed. On the database's clock.
+
+    A message with no receipt is never taken for lost: a backlog waits in the broker for hours behind
+    long trainings, and the database cannot tell it from a message the broker dropped.
+    """
+    stmt = select(Run).where(*_unclaimed_for(s, after_seconds)).order_by(Run.created_at, Run.id)
+    return list(s.scalars(stmt))
+
+
+def forget_unclaimed_message(s: Session, run_id: str, *, after_seconds: float) -> bool:
+    """Clear the marks of a message :func:`unclaimed_messages` found, so it is sent again, only if it is
+    still unclaimed that long (checked in the statement): of reapers racing, one re-sends, and a run is
+    re-sent at most once every ``after_seconds``, since sending and receiving it stamp it anew."""
+    stmt = (
+        update(Run)
+        .where(Run.id == run_id, *_unclaimed_for(s, after_seconds))
+        .values(enqueued_at=None, received_at=None, received_by=None)
+    )
+    return _cas(s, stmt)
+
+
+def _unclaimed_for(s: Session, seconds: float) -> tuple[Any, ...]:
+    return (
+        Run.status == RunStatus.QUEUED,
+        Run.enqueued_at < db_ago(s, seconds),
+        Run.received_by.is_not(None),
+        Run.received_at < db_ago(s, seconds),
+    )
 
 
 def ready_unenqueued_runs(s: Session) -> list[Run]:

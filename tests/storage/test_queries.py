@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
 from storage import repository as repo
 from storage.db import Database
-from storage.models import ArtifactKind, EpochMetric, RunKind, RunStatus
+from storage.models import ArtifactKind, EpochMetric, Run, RunKind, RunStatus
 
 from .helpers import epoch, make_run, make_sweep, start
 
@@ -163,3 +165,66 @@ def test_whose_results_count_is_decided_in_one_place(db: Database) -> None:
         assert (run.results_run_id, reused.results_run_id) == (original, original)
         assert repo.results_source(s, reused).id == original and repo.results_source(s, run) is run
         assert repo.run_summary(s, reused.id).results_run_id == original
+
+
+def _age(db: Database, model: type, key: object, seconds: float, *columns: str) -> None:
+    """Move ``columns`` of one run ``seconds`` into the past (what a long wait looks like)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.models import utcnow
+
+    past = utcnow() - timedelta(seconds=seconds)
+    with db.session() as s:
+        s.execute(update(model).where(model.id == key).values(**dict.fromkeys(columns, past)))  # type: ignore[attr-defined]
+
+
+def test_a_message_that_no_task_claimed_is_found_after_the_bound(db: Database) -> None:
+    """A task that failed before its claim and could neither say so nor give its message back: the
+    reaper finds the run once the receipt is that old, and only then; a message still waiting in the
+    broker (no receipt) is never taken for lost."""
+    with db.session() as s:
+        received = make_run(s, label="received").id
+        waiting = make_run(s, label="waiting").id
+        for run_id in (received, waiting):
+            repo.mark_enqueued(s, run_id)
+        repo.upsert_worker(s, name="w1", host="h", pid=1, device="cpu", slots=1)
+        assert repo.mark_received(s, received, "w1")  # a live worker took it, then its task failed
+    with db.session() as s:  # received just now: a task claims within seconds
+        assert repo.unclaimed_messages(s, after_seconds=300) == []
+        assert not repo.forget_unclaimed_message(s, received, after_seconds=300)
+    for run_id in (received, waiting):
+        _age(db, Run, run_id, 600, "enqueued_at", "received_at")
+    with db.session() as s:
+        assert [r.id for r in repo.unclaimed_messages(s, after_seconds=300)] == [received]
+        assert repo.lost_messages(s, lease_seconds=60) == []  # its worker is alive: not that case
+        assert repo.forget_unclaimed_message(s, received, after_seconds=300)
+        assert not repo.forget_unclaimed_message(s, received, after_seconds=300)  # another reaper: no
+        assert [r.id for r in repo.ready_unenqueued_runs(s)] == [received]  # sent again
+        repo.mark_enqueued(s, received)
+        assert repo.mark_received(s, received, "w1")
+    with db.session() as s:  # sent and received again just now: not again before the bound
+        assert repo.unclaimed_messages(s, after_seconds=300) == []
+    _age(db, Run, received, 600, "enqueued_at", "received_at")
+    with db.session() as s:  # claimed: the receipt is gone with the message
+        start(s, received)
+        assert repo.unclaimed_messages(s, after_seconds=300) == []
+
+
+def test_the_reaper_names_the_worker_a_run_was_requeued_from(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contract.settings import Settings
+    from worker.app import create_app
+    from worker.reaper import reap
+
+    with db.session() as s:
+        run_id = make_run(s).id
+        start(s, run_id, worker="lost-worker@host")
+    _age(db, Run, run_id, 120, "heartbeat_at")
+    app = create_app(Settings(home=Path("unused"), broker_url="memory://"))
+    with caplog.at_level("WARNING", logger="worker.reaper"):
+        report = reap(app, db, lease_seconds=60, resend_seconds=300)
+    assert report.requeued == (run_id,) and report.sent == (run_id,)
+    assert f"run {run_id} lost its worker lost-worker@host; re-queued" in caplog.text

@@ -15,7 +15,9 @@ The rules, in order:
 - the body runs with a heartbeat; it ends normally (succeeded), or after ``should_stop`` said why
   (cancelled: the run is cancelled; shutdown: the run is handed back, the attempt refunded), or raises
   (the run fails with the error), or finds a write refused (another attempt holds the run: nothing more
-  is written, not even the end).
+  is written, not even the end), or loses the database (a restart, a failover, a terminated session:
+  the error is the database's, not the work's, so the run is not failed; the attempt stops, its
+  heartbeat with it, and the lease hands the run to the next attempt, which resumes the last commit).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import exc as sa_exc
 
 from contract.settings import Settings
 from storage import repository as repo
@@ -52,6 +56,7 @@ class End(enum.StrEnum):
     CANCELLED = "cancelled"
     HANDED_BACK = "handed back"
     LOST = "lost"  # another attempt holds the run now
+    LEFT_TO_LEASE = "left to the lease"  # the database was lost mid-attempt: the lease recovers the run
 
 
 class NotClaimed(Exception):
@@ -75,6 +80,14 @@ class _Claimed:
     spec: dict[str, Any]
     sweep_id: str | None
     fence: int
+
+
+def database_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or dropped the session (not that a
+    statement was wrong): an operational error, a closed connection, or one the driver invalidated."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
 def _device_and_environment(kind: RunKind, settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -200,6 +213,14 @@ def run_attempt(
         except StopRequested:
             pass  # ctx.stopped_because says why
         except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
+            if database_lost(exc):
+                log.warning(
+                    "run %s: attempt %d lost the database (%s); left to the lease",
+                    run_id,
+                    claimed.fence,
+                    type(exc).__name__,
+                )
+                return Outcome(End.LEFT_TO_LEASE, f"{run_id} lost the database; the lease recovers it")
             log.exception("run %s failed", run_id)
             with db.session() as s:
                 error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()

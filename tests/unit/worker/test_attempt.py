@@ -164,6 +164,32 @@ def test_an_attempt_that_lost_the_run_writes_nothing_more(db: Database, settings
         assert repo.artifacts_of(s, run_id) == []
 
 
+def test_an_attempt_that_loses_the_database_leaves_the_run_to_the_lease(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A database that drops the session mid-attempt (a restart, a failover) is not the work's failure:
+    the run is not failed; it stays running with no heartbeat, and the lease gives it to a next attempt."""
+    import sqlalchemy as sa
+
+    run_id = _run(db, RunKind.REPORT)
+    unreachable = sa.create_engine(f"sqlite:///{tmp_path}/no/such/folder/db.sqlite")
+
+    def database_gone(ctx: RunContext) -> None:
+        with unreachable.connect():  # a real driver error: the database cannot be opened
+            pass
+
+    outcome = _attempt(
+        db, settings, run_id, database_gone, after_success=lambda ctx: pytest.fail("published")
+    )
+    run = _status(db, run_id)
+    assert (outcome.end, run.status, run.error) == (End.LEFT_TO_LEASE, RunStatus.RUNNING, None)
+    with db.session() as s:  # past the lease, the reaper re-queues it and the next attempt runs it
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    with db.session() as s:
+        assert repo.requeue_stale_run(s, run_id, lease_seconds=60)
+    assert _attempt(db, settings, run_id).end == End.SUCCEEDED
+
+
 def test_a_failure_after_the_run_was_lost_is_not_recorded(db: Database, settings: Settings) -> None:
     run_id = _run(db, RunKind.REPORT)
 

@@ -9,6 +9,11 @@ is kept as extra information in :func:`code_version`, the text a sweep records a
 
 Cost: about 60 small files, hashed once per process (a few milliseconds), and only by commands that need
 it (``submit``), so ``status`` and ``--help`` never pay for it.
+
+A worker's code is the code it loaded, not the files on disk now: its main process imports the task
+modules and hashes the source then (``worker.main``), before forking any task process, and every task
+process inherits that cached hash. :func:`source_identity_now` hashes the files again, to notice that
+they changed under a running worker.
 """
 
 from __future__ import annotations
@@ -65,6 +70,12 @@ def source_hash(package_dirs: Iterable[Path]) -> str:
 @functools.cache
 def code_identity() -> str:
     """The source hash of the code this process runs (64 hex digits), computed once per process."""
+    return source_hash(package_dirs())
+
+
+def source_identity_now() -> str:
+    """The source hash of the files on disk now, where this process imported its packages from (never
+    cached: compared with :func:`code_identity`, it tells whether the code changed since it was loaded)."""
     return source_hash(package_dirs())
 
 

@@ -44,7 +44,7 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
     restore = _hang_up_like_ctrl_c()
     try:
         if settings.embedded_broker:
-            local = LocalWorker(preflight.absolute_inputs(settings))
+            local = LocalWorker(preflight.absolute_inputs(settings), sweep_id=sweep_id)
             console.print(f"started local worker {local.name} (log: {local.log_path})", highlight=False)
 
         def finished(rows: list[monitor.RunRow]) -> bool:

@@ -38,6 +38,7 @@ class WorkerState:
     slots: int
     seen_seconds_ago: float
     running: tuple[tuple[str, str, int, int], ...]  # (run id, "kind label", last epoch, total epochs)
+    code_identity: str | None = None  # the code it loaded at start; it claims only runs of that code
 
 
 def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
@@ -51,8 +52,23 @@ def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
                 for r in repo.runs_held_by(s, w.name)
             )
             seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
-            states.append(WorkerState(w.name, w.device, w.slots, seen, held))
+            states.append(WorkerState(w.name, w.device, w.slots, seen, held, w.code_identity))
     return states
+
+
+@dataclass(frozen=True)
+class WaitingForCode:
+    run_id: str
+    what: str  # "kind label"
+    code_identity: str
+
+
+def runs_without_a_worker_of_their_code(settings: Settings, db: Database) -> list[WaitingForCode]:
+    """Queued runs submitted for a code that no live worker runs: no worker claims them until one
+    started from that code runs (``worker.code``)."""
+    with db.session(readonly=True) as s:
+        runs = repo.runs_for_no_live_worker(s, within_seconds=2 * settings.lease_seconds)
+        return [WaitingForCode(r.id, f"{r.kind} {r.label}", str(r.code_identity)) for r in runs]
 
 
 def live_worker_devices(settings: Settings, db: Database) -> list[str]:

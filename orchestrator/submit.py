@@ -109,6 +109,7 @@ def create_sweep(
             depends_on=[run_ids[k] for k in planned.depends_on],
             status=RunStatus.SUCCEEDED if earlier else RunStatus.QUEUED,
             reused_run_id=earlier.results_run_id if earlier else None,
+            code_identity=code_identity,
         )
         if earlier:
             reused.append(run.id)

@@ -37,7 +37,8 @@ class ReapReport:
     resent: tuple[str, ...] = ()  # messages lost with the worker that had taken them
 
 
-def reap(app: Celery, db: Database, *, lease_seconds: float) -> ReapReport:
+def reap(app: Celery, db: Database, *, lease_seconds: float, code: str | None = None) -> ReapReport:
+    """One pass. ``code``: the code of the reaping worker; it sends only runs submitted for it."""
     requeued: list[str] = []
     failed: list[str] = []
     cancelled: list[str] = []
@@ -65,5 +66,5 @@ def reap(app: Celery, db: Database, *, lease_seconds: float) -> ReapReport:
                 )
                 resent.append(run.id)
         failed.extend(fail_blocked(s))
-    sent = dispatch_ready(app, db)
+    sent = dispatch_ready(app, db, code=code)
     return ReapReport(tuple(requeued), tuple(failed), tuple(sent), tuple(cancelled), tuple(resent))

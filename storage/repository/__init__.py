@@ -59,7 +59,14 @@ from storage.repository.transitions import (
     requeue_stale_run,
     retry_run,
 )
-from storage.repository.workers import live_workers, stop_worker, touch_worker, upsert_worker
+from storage.repository.workers import (
+    get_worker,
+    live_workers,
+    runs_for_no_live_worker,
+    stop_worker,
+    touch_worker,
+    upsert_worker,
+)
 
 __all__ = [
     "RunSummary",
@@ -85,6 +92,7 @@ __all__ = [
     "hand_back_run",
     "heartbeat",
     "latest_sweep",
+    "get_worker",
     "live_workers",
     "lost_messages",
     "mark_enqueued",
@@ -99,6 +107,7 @@ __all__ = [
     "requeue_stale_run",
     "results_source",
     "retry_run",
+    "runs_for_no_live_worker",
     "run_summary",
     "runs_blocked_by_failure",
     "runs_held_by",

@@ -32,8 +32,10 @@ def create_run(
     depends_on: Sequence[str] = (),
     status: RunStatus = RunStatus.QUEUED,
     reused_run_id: str | None = None,
+    code_identity: str | None = None,
 ) -> Run:
-    """A new run. ``status=SUCCEEDED`` with ``reused_run_id`` records a run satisfied by an earlier one."""
+    """A new run. ``status=SUCCEEDED`` with ``reused_run_id`` records a run satisfied by an earlier one.
+    ``code_identity``: the code ``spec_hash`` was computed for; only a worker running it claims the run."""
     now = utcnow()
     run = Run(
         sweep_id=sweep_id,
@@ -46,6 +48,7 @@ def create_run(
         max_attempts=max_attempts,
         status=RunStatus(status),
         reused_run_id=reused_run_id,
+        code_identity=code_identity,
         attempts=0,
         last_epoch=0,
         cancel_requested=False,

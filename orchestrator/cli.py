@@ -458,6 +458,7 @@ def cancel(cli: CliContext, target: str) -> None:
 def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     """Queue failed or cancelled runs again: one run (and its dependents) or all of a sweep's.
     Trainings resume from their last checkpoint."""
+    from contract.version import code_identity
     from orchestrator import preflight
     from orchestrator.runs import retry as requeue
     from orchestrator.runs import retry_targets, sweep_of
@@ -471,7 +472,7 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     if settings.embedded_broker:
         preflight.check_local_run(settings, work)
     sweep_id = sweep_of(db, target)
-    for r in requeue(db, target):
+    for r in requeue(db, target, code_identity=code_identity()):  # retried for the code retrying
         resume = " (resumes from its last checkpoint)" if r.resumes else ""
         click.echo(f"{r.run}: queued again{resume}{f' (depends on {r.because_of})' if r.because_of else ''}")
     dispatch_ready(app, db)

@@ -120,14 +120,32 @@ def _retry_candidates(s: Any, target: str) -> list[Any]:
     return runs
 
 
-def retry(db: Database, target: str) -> list[Requeued]:
+def retry(db: Database, target: str, code_identity: str | None = None) -> list[Requeued]:
     """Queue a failed or cancelled run again (with its dependents), or every such run of a sweep.
 
-    Nothing is sent here: the caller dispatches once the transaction is committed."""
+    ``code_identity``: the code that retries. A run submitted for other code is then retried for this
+    one, its identity computed again as submit would: only a worker of this code claims it, and its
+    result is never taken for the old code's. Nothing is sent here: the caller dispatches once the
+    transaction is committed."""
     done = []
     with db.session() as s:
-        for run in _retry_candidates(s, target):
+        candidates = sorted(_retry_candidates(s, target), key=lambda r: (r.created_at, r.id))
+        for run in candidates:  # dependencies first: a dependent's identity includes theirs
             repo.retry_run(s, run.id)
+            if code_identity is not None and run.code_identity not in (None, code_identity):
+                _follow_code(s, run, code_identity)
             because_of = target if run.id != target and target.startswith("r-") else None
             done.append(Requeued(describe(run), resumes=run.kind == RunKind.TRAIN, because_of=because_of))
     return done
+
+
+def _follow_code(s: Any, run: Any, code_identity: str) -> None:
+    """The identity ``run`` has under ``code_identity`` (``PlannedRun.identity``): its spec, the
+    identities of its inputs, the code."""
+    from contract.specs import spec_hash
+
+    inputs = [d.spec_hash for d in repo.dependencies_of(s, run.id)]
+    spec = dict(run.spec, _inputs=inputs) if inputs else dict(run.spec)
+    repo.set_run_code(
+        s, run.id, code_identity=code_identity, spec_hash=spec_hash(run.kind.value, spec, code_identity)
+    )

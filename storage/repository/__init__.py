@@ -42,6 +42,7 @@ from storage.repository.runs import (
     get_run,
     results_source,
     runs_held_by,
+    set_run_code,
 )
 from storage.repository.summaries import RunSummary, run_summary, sweep_runs
 from storage.repository.sweeps import create_sweep, get_sweep, latest_sweep
@@ -111,6 +112,7 @@ __all__ = [
     "run_summary",
     "runs_blocked_by_failure",
     "runs_held_by",
+    "set_run_code",
     "stale_runs",
     "stop_worker",
     "sweep_runs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
@@ -61,6 +61,16 @@ def create_run(
         s.add(RunDependency(run_id=run.id, depends_on_id=dep))
     s.flush()
     return run
+
+
+def set_run_code(s: Session, run_id: str, *, code_identity: str, spec_hash: str) -> None:
+    """A queued run to be run by other code than it was submitted for (retry after a code change): its
+    code and its identity follow, so that its result is never reused as the old code's."""
+    s.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(code_identity=code_identity, spec_hash=spec_hash)
+    )
 
 
 def get_run(s: Session, run_id: str) -> Run:

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib.util
 import subprocess
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -77,6 +78,23 @@ def source_identity_now() -> str:
     """The source hash of the files on disk now, where this process imported its packages from (never
     cached: compared with :func:`code_identity`, it tells whether the code changed since it was loaded)."""
     return source_hash(package_dirs())
+
+
+class SourceWatch:
+    """Whether the files on disk are still the code this process loaded (:func:`code_identity`), asked
+    at most every ``every`` seconds (a few milliseconds a time)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.loaded = code_identity()
+        self.now = self.loaded
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def changed(self) -> bool:
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._every
+            self.now = source_identity_now()
+        return self.now != self.loaded
 
 
 def _git(*args: str) -> str | None:

@@ -82,5 +82,13 @@ def live_worker_devices(settings: Settings, db: Database) -> list[str]:
         return [w.device for w in repo.live_workers(s, within_seconds=3 * settings.maintenance_seconds + 2)]
 
 
+def live_worker_codes(settings: Settings, db: Database) -> set[str | None]:
+    """The codes the workers alive now loaded (as :func:`live_worker_devices` judges alive); None for a
+    worker from before codes were recorded."""
+    with db.session(readonly=True) as s:
+        within = 3 * settings.maintenance_seconds + 2
+        return {w.code_identity for w in repo.live_workers(s, within_seconds=within)}
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

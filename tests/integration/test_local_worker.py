@@ -228,6 +228,7 @@ def test_a_worker_of_other_code_refuses_a_run_and_a_worker_of_its_code_runs_it(
         "--no-wait",
     )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
+    assert f"no live worker runs this code ({code_b[:12]}; they run {code_a[:12]})" in submitted.stdout
     train = next(r for r in _runs(stack) if r["kind"] == "train")["id"]
 
     # Worker A takes the message, refuses the run, and leaves it queued and unsent: no loop.
@@ -266,3 +267,58 @@ def test_a_worker_of_other_code_refuses_a_run_and_a_worker_of_its_code_runs_it(
 def _live_codes(stack: Stack) -> set[str | None]:
     with stack.db().session(readonly=True) as s:
         return {w.code_identity for w in repo.live_workers(s, within_seconds=30)}
+
+
+def test_submit_stops_with_a_message_when_its_source_changes_on_disk_and_retry_runs_the_new_code(
+    embedded_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The local worker runs only the code it loaded: what runs finishes, nothing new is claimed, and
+    submit says so instead of waiting for ever; retry from the changed source finishes the sweep."""
+    stack = embedded_stack
+    tree = _tree(tmp_path_factory.mktemp("trees") / "c", "before")
+    print_version = (
+        "from contract.version import code_identity, code_version; print(code_identity(), code_version())"
+    )
+    _, before = _in(tree, stack, "-c", print_version).stdout.split(maxsplit=1)
+    submit = subprocess.Popen(  # two trainings, one at a time: the second waits while the first runs
+        [sys.executable, "-m", "orchestrator.cli", "submit", "train", "--regime", "scratch"]
+        + ["--profile", "smoke", "--seeds", "2"],
+        env=dict(stack.env, PYTHONPATH=str(tree)),
+        cwd=tree,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = wait_for(
+            lambda: next((r for r in _runs(stack) if r["status"] == "running"), None),
+            timeout=240,
+            what="the first training to start",
+            on_timeout=lambda: _logs(stack),
+        )
+        runners = tree / "worker" / "runners.py"
+        runners.write_text(runners.read_text() + "\n# edited while the sweep runs\n")
+        out, err = submit.communicate(timeout=300)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+            submit.wait()
+    assert submit.returncode == 1, out[-2000:] + err[-2000:]
+    assert "the source changed on disk while the sweep ran" in err and "orchestrator retry" in err, err
+    sweep_id = json.loads(stack.orchestrator("status", "--json", check=True).stdout)["sweep_id"]
+    db = stack.db()
+    with db.session(readonly=True) as s:
+        done = repo.get_run(s, first["id"])
+        assert done.status == RunStatus.SUCCEEDED  # it ran to its end with the code it started with
+        assert done.environment is not None and done.environment["code"] == before.strip()
+        second = repo.get_run(s, next(r.id for r in repo.sweep_runs(s, sweep_id) if r.id != first["id"]))
+        assert second.status == RunStatus.CANCELLED and second.environment is None  # never claimed
+        assert repo.live_workers(s, within_seconds=3600) == []
+
+    after, after_version = _in(tree, stack, "-c", print_version).stdout.split(maxsplit=1)
+    retried = _in(tree, stack, "-m", "orchestrator.cli", "retry", sweep_id, timeout=600)
+    assert retried.returncode == 0, retried.stdout[-2000:] + retried.stderr[-2000:]
+    with db.session(readonly=True) as s:
+        run = repo.get_run(s, second.id)
+        assert run.status == RunStatus.SUCCEEDED and run.code_identity == after  # retried for this code
+        assert run.environment is not None and run.environment["code"] == after_version.strip()

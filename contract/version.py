@@ -9,6 +9,11 @@ is kept as extra information in :func:`code_version`, the text a sweep records a
 
 Cost: about 60 small files, hashed once per process (a few milliseconds), and only by commands that need
 it (``submit``), so ``status`` and ``--help`` never pay for it.
+
+A worker's code is the code it loaded, not the files on disk now: its main process imports the task
+modules and hashes the source then (``worker.main``), before forking any task process, and every task
+process inherits that cached hash. :func:`source_identity_now` hashes the files again, to notice that
+they changed under a running worker.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import hashlib
 import importlib.util
 import subprocess
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -66,6 +72,29 @@ def source_hash(package_dirs: Iterable[Path]) -> str:
 def code_identity() -> str:
     """The source hash of the code this process runs (64 hex digits), computed once per process."""
     return source_hash(package_dirs())
+
+
+def source_identity_now() -> str:
+    """The source hash of the files on disk now, where this process imported its packages from (never
+    cached: compared with :func:`code_identity`, it tells whether the code changed since it was loaded)."""
+    return source_hash(package_dirs())
+
+
+class SourceWatch:
+    """Whether the files on disk are still the code this process loaded (:func:`code_identity`), asked
+    at most every ``every`` seconds (a few milliseconds a time)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.loaded = code_identity()
+        self.now = self.loaded
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def changed(self) -> bool:
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._every
+            self.now = source_identity_now()
+        return self.now != self.loaded
 
 
 def _git(*args: str) -> str | None:

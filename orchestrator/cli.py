@@ -462,6 +462,7 @@ def cancel(cli: CliContext, target: str) -> None:
 def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     """Queue failed or cancelled runs again: one run (and its dependents) or all of a sweep's.
     Trainings resume from their last checkpoint."""
+    from contract.version import code_identity
     from orchestrator import preflight
     from orchestrator.runs import retry as requeue
     from orchestrator.runs import retry_targets, sweep_of
@@ -476,7 +477,7 @@ def retry(cli: CliContext, target: str, wait: bool | None) -> None:
     if settings.embedded_broker:
         preflight.check_local_run(settings, work)
     sweep_id = sweep_of(db, target)
-    for r in requeue(db, target):
+    for r in requeue(db, target, code_identity=code_identity()):  # retried for the code retrying
         resume = " (resumes from its last checkpoint)" if r.resumes else ""
         if not r.resumes and r.kind == RunKind.TRAIN:
             resume = " (starts from the first epoch: it never saved a checkpoint)"
@@ -607,17 +608,28 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
 @pass_cli
 @handle_errors
 def workers(cli: CliContext) -> None:
-    """Live workers and what they run."""
-    from orchestrator.services import live_workers
+    """Live workers, the code each runs and what they run; runs no live worker's code may claim."""
+    from contract.version import SHORT, code_identity
+    from orchestrator.services import live_workers, runs_without_a_worker_of_their_code
 
-    states = live_workers(cli.settings, cli.db())
+    db = cli.db()
+    states = live_workers(cli.settings, db)
     if not states:
         click.echo("no live workers (start one with `orchestrator worker`)")
+    here = code_identity()
     for w in states:
         doing = ", ".join(f"{run} ({what}, epoch {epoch}/{total})" for run, what, epoch, total in w.running)
+        code = (w.code_identity or "not recorded")[:SHORT]
+        if w.code_identity and w.code_identity != here:
+            code += f" (not this code, {here[:SHORT]}: it runs no run submitted from here)"
         click.echo(
-            f"{w.name}  {w.device}  slots={w.slots}  seen {w.seen_seconds_ago:.0f}s ago  "
+            f"{w.name}  {w.device}  slots={w.slots}  seen {w.seen_seconds_ago:.0f}s ago  code {code}  "
             f"running: {doing or 'nothing'}"
+        )
+    for r in runs_without_a_worker_of_their_code(cli.settings, db):
+        click.echo(
+            f"{r.run_id} ({r.what}): queued for code {r.code_identity[:SHORT]}, and no worker with that "
+            "code is running (start one from that code, or submit again to run it with another)"
         )
 
 

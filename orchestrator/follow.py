@@ -23,11 +23,19 @@ from storage.models import ENDED_BADLY, RunKind, RunStatus
 
 def next_step_hint(settings: Settings, db: Database, sweep_id: str) -> str:
     """What to run so that queued work gets done, and how to follow it."""
-    from orchestrator.services import live_worker_devices
+    from contract.version import SHORT, code_identity
+    from orchestrator.services import live_worker_codes, live_worker_devices
 
     follow = f"`orchestrator status {sweep_id} --watch`"
     if live_worker_devices(settings, db):
-        return f"follow it with {follow}"
+        codes = live_worker_codes(settings, db)
+        if None in codes or code_identity() in codes:
+            return f"follow it with {follow}"
+        theirs = ", ".join(sorted(str(c)[:SHORT] for c in codes))
+        return (
+            f"no live worker runs this code ({code_identity()[:SHORT]}; they run {theirs}), so nothing "
+            f"will start: run `orchestrator worker` from this code, then follow with {follow}"
+        )
     return (
         f"no worker is running, so nothing will start: run `orchestrator worker` (in another terminal; "
         f"it runs every queued run), then follow with {follow}"
@@ -37,21 +45,37 @@ def next_step_hint(settings: Settings, db: Database, sweep_id: str) -> str:
 def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any) -> None:
     """Follow a sweep until every run has ended, with a local worker on the embedded broker; then the
     report's path and the runs that did not succeed. Ctrl-C: see :func:`interrupt`."""
+    from contract.version import SHORT, SourceWatch
     from orchestrator import monitor
     from orchestrator import rows as status_rows
     from orchestrator.local_worker import LocalWorker
 
     local = None
+    source = SourceWatch()  # the local worker loads the code this process did: see below
     restore = _hang_up_like_ctrl_c()
     try:
         if settings.embedded_broker:
-            local = LocalWorker(preflight.absolute_inputs(settings))
+            local = LocalWorker(preflight.absolute_inputs(settings), sweep_id=sweep_id)
             monitor.say(console, f"started local worker {local.name} (log: {local.log_path})")
 
+        def stalled(rows: list[status_rows.RunRow]) -> bool:
+            """The source changed on disk: what runs ends with the code it started with, but the local
+            worker claims nothing more (``worker.code``), so the sweep would never end."""
+            changed = local is not None and source.changed()
+            return changed and not any(r.status == RunStatus.RUNNING for r in rows)
+
         def finished(rows: list[status_rows.RunRow]) -> bool:
-            return status_rows.all_finished(rows) or (local is not None and not local.alive())
+            alive = local is None or local.alive()
+            return status_rows.all_finished(rows) or not alive or stalled(rows)
 
         rows = monitor.watch(db, sweep_id, console, until=finished)
+        if stalled(rows) and not monitor.all_finished(rows):
+            changed = f"{source.loaded[:SHORT]} -> {source.now[:SHORT]}"
+            stopped = interrupt(settings, db, sweep_id, local).replace("interrupted: ", "")
+            raise OrchestratorError(
+                f"the source changed on disk while the sweep ran ({changed}); its local worker runs no "
+                f"code but the one it loaded, so it was stopped: {stopped}"
+            )
     except KeyboardInterrupt:
         raise Interrupted(interrupt(settings, db, sweep_id, local)) from None
     except BaseException:

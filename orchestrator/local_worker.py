@@ -38,10 +38,13 @@ def _group_alive(pgid: int) -> bool:
 class LocalWorker:
     """A `orchestrator worker` child process with its log in ``$CONVLAB_HOME/logs``; stopped on exit."""
 
-    def __init__(self, settings: Settings, *, slots: int = 1) -> None:
+    def __init__(self, settings: Settings, *, slots: int = 1, sweep_id: str | None = None) -> None:
+        """Start it. It ends by itself if this process dies without stopping it (SIGKILL): then it hands
+        its runs back and cancels the unfinished runs of ``sweep_id``, as Ctrl-C would (``worker.owner``).
+        Create it from the main thread: the kernel's parent-death signal follows the creating thread."""
         from worker.launch import worker_launch
 
-        launch = worker_launch(slots=slots, loglevel="INFO")
+        launch = worker_launch(slots=slots, loglevel="INFO", owned=True, owner_sweep=sweep_id)
         self.name = launch.name
         logs = settings.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)

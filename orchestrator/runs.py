@@ -121,16 +121,33 @@ def _retry_candidates(s: Any, target: str) -> list[Any]:
     return runs
 
 
-def retry(db: Database, target: str) -> list[Requeued]:
+def retry(db: Database, target: str, code_identity: str | None = None) -> list[Requeued]:
     """Queue a failed or cancelled run again (with its dependents), or every such run of a sweep.
 
-    Nothing is sent here: the caller dispatches once the transaction is committed."""
+    ``code_identity``: the code that retries. A run submitted for other code is then retried for this
+    one, its identity computed again as submit would: only a worker of this code claims it, and its
+    result is never taken for the old code's. Nothing is sent here: the caller dispatches once the
+    transaction is committed."""
     done = []
     with db.session() as s:
-        for run in _retry_candidates(s, target):
+        candidates = sorted(_retry_candidates(s, target), key=lambda r: (r.created_at, r.id))
+        for run in candidates:  # dependencies first: a dependent's identity includes theirs
             # A training resumes only from a checkpoint it committed; one that never got that far starts.
             resumes = run.kind == RunKind.TRAIN and run.checkpoint is not None
             repo.retry_run(s, run.id)
+            if code_identity is not None and run.code_identity not in (None, code_identity):
+                _follow_code(s, run, code_identity)
             because_of = target if run.id != target and target.startswith("r-") else None
             done.append(Requeued(describe(run), resumes, because_of, RunKind(run.kind)))
     return done
+
+
+def _follow_code(s: Any, run: Any, code_identity: str) -> None:
+    """The identity ``run`` has under ``code_identity`` (``PlannedRun.identity``): its spec, the
+    identities of its inputs, the code."""
+    from contract.specs import run_identity
+
+    # The runs it consumes, not the one it follows (a joined run depends on that one too).
+    inputs = tuple(d.spec_hash for d in repo.dependencies_of(s, run.id) if d.id != run.reused_run_id)
+    identity = run_identity(run.kind.value, dict(run.spec), code_identity, inputs)
+    repo.set_run_code(s, run.id, code_identity=code_identity, spec_hash=identity)

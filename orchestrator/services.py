@@ -39,6 +39,7 @@ class WorkerState:
     slots: int
     seen_seconds_ago: float
     running: tuple[tuple[str, str, int, int], ...]  # (run id, "kind label", last epoch, total epochs)
+    code_identity: str | None = None  # the code it loaded at start; it claims only runs of that code
 
 
 def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
@@ -52,8 +53,25 @@ def live_workers(settings: Settings, db: Database) -> list[WorkerState]:
                 for r in repo.runs_held_by(s, w.name)
             )
             seen = (datetime.now(UTC) - _aware(w.last_seen_at)).total_seconds()
-            states.append(WorkerState(shown_worker(w.name) or w.name, w.device, w.slots, seen, held))
+            states.append(
+                WorkerState(shown_worker(w.name) or w.name, w.device, w.slots, seen, held, w.code_identity)
+            )
     return states
+
+
+@dataclass(frozen=True)
+class WaitingForCode:
+    run_id: str
+    what: str  # "kind label"
+    code_identity: str
+
+
+def runs_without_a_worker_of_their_code(settings: Settings, db: Database) -> list[WaitingForCode]:
+    """Queued runs submitted for a code that no live worker runs: no worker claims them until one
+    started from that code runs (``worker.code``)."""
+    with db.session(readonly=True) as s:
+        runs = repo.runs_for_no_live_worker(s, within_seconds=2 * settings.lease_seconds)
+        return [WaitingForCode(r.id, f"{r.kind} {r.label}", str(r.code_identity)) for r in runs]
 
 
 def live_worker_devices(settings: Settings, db: Database) -> list[str]:
@@ -65,6 +83,14 @@ def live_worker_devices(settings: Settings, db: Database) -> list[str]:
 
     with db.session(readonly=True) as s:
         return [w.device for w in repo.live_workers(s, within_seconds=3 * settings.maintenance_seconds + 2)]
+
+
+def live_worker_codes(settings: Settings, db: Database) -> set[str | None]:
+    """The codes the workers alive now loaded (as :func:`live_worker_devices` judges alive); None for a
+    worker from before codes were recorded."""
+    with db.session(readonly=True) as s:
+        within = 3 * settings.maintenance_seconds + 2
+        return {w.code_identity for w in repo.live_workers(s, within_seconds=within)}
 
 
 def _aware(moment: datetime) -> datetime:

@@ -111,7 +111,13 @@ def create_sweep(
             try:
                 with s.begin_nested():
                     run = _create_run(
-                        s, sweep.id, planned, decision, [run_ids[k] for k in planned.depends_on], max_attempts
+                        s,
+                        sweep.id,
+                        planned,
+                        decision,
+                        [run_ids[k] for k in planned.depends_on],
+                        max_attempts,
+                        code_identity,
                     )
                 break
             except IntegrityError:  # an identical run went live meanwhile (another submit): join it
@@ -145,6 +151,7 @@ def _create_run(
     decision: Decision,
     depends_on: list[str],
     max_attempts: int,
+    code_identity: str,
 ) -> Run:
     status = RunStatus.SUCCEEDED if decision.action == Action.REUSE else RunStatus.QUEUED
     return repo.create_run(
@@ -160,6 +167,7 @@ def _create_run(
         depends_on=depends_on,
         status=status,
         reused_run_id=decision.source,
+        code_identity=code_identity,
     )
 
 

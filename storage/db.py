@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # The schema revision this code is written for. Alembic (about 0.1 s to import) is loaded only when the
 # database is not at it yet, so `orchestrator status` starts fast; a test checks this is alembic's head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 try:  # POSIX file locks guard SQLite schema creation; elsewhere we rely on re-checking.
     import fcntl

@@ -202,6 +202,9 @@ class Run(Base):
     traceback: Mapped[str | None] = mapped_column(Text, default=None)
     # What executed it: Keras version and backend, framework version, Python (for provenance).
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # The code ``spec_hash`` was computed for (``contract.version.code_identity`` at submit): only a worker
+    # that loaded this code runs it. None for runs written before it was recorded: any worker runs them.
+    code_identity: Mapped[str | None] = mapped_column(String(64), default=None)
 
     @property
     def results_run_id(self) -> str:
@@ -263,3 +266,4 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+    code_identity: Mapped[str | None] = mapped_column(String(64), default=None)  # the code it loaded

@@ -39,6 +39,7 @@ from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.errors import LeaseLost, NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
+from worker.code import claim_refusal
 from worker.context import RunContext, StopReason
 from worker.dispatch import fail_blocked
 from worker.experiments.errors import StopRequested
@@ -136,6 +137,10 @@ def claim(db: Database, settings: Settings, run_id: str, kind: RunKind, worker: 
             run = repo.get_run(s, run_id)
             if RunStatus(run.status).is_terminal:
                 return Outcome(End.NOT_STARTED, f"{run_id} already {run.status}: nothing to do")
+            if (refused := claim_refusal(run.code_identity)) is not None:
+                repo.clear_enqueued(s, run_id)  # forgotten: a worker of the run's code sends it (worker.code)
+                log.warning("run %s not claimed: %s", run_id, refused)
+                return Outcome(End.NOT_STARTED, f"{run_id} not started: {refused}")
     except NotFound:
         log.error("message for unknown run %s dropped", run_id)
         return Outcome(End.NOT_STARTED, f"{run_id} unknown")

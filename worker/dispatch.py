@@ -26,11 +26,18 @@ def send_run(app: Celery, run_id: str, kind: RunKind | str) -> None:
     app.send_task(TASK_FOR_KIND[RunKind(kind)], args=[run_id], queue=QUEUE)
 
 
-def dispatch_ready(app: Celery, db: Database, only: Iterable[str] | None = None) -> list[str]:
+def dispatch_ready(
+    app: Celery, db: Database, only: Iterable[str] | None = None, *, code: str | None = None
+) -> list[str]:
     """Send every queued run whose dependencies are done and that no message carries yet (or ``only``
-    those of them), then record that they were sent."""
+    those of them), then record that they were sent. ``code``: only runs submitted for that code (or
+    for none recorded): a worker's reaper sends only what it may claim (``worker.code``)."""
     with db.session(readonly=True) as s:
-        ready = [(run.id, run.kind) for run in repo.ready_unenqueued_runs(s)]
+        ready = [
+            (run.id, run.kind)
+            for run in repo.ready_unenqueued_runs(s)
+            if code is None or run.code_identity in (None, code)
+        ]
     if only is not None:
         wanted = set(only)
         ready = [(run_id, kind) for run_id, kind in ready if run_id in wanted]

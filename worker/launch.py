@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from worker.app import QUEUE
+from worker.owner import OWNER_ENV, OWNER_SWEEP_ENV, Owner
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,20 @@ def worker_launch(
     name: str | None = None,
     loglevel: str = "INFO",
     base_env: dict[str, str] | None = None,
+    owned: bool = False,
+    owner_sweep: str | None = None,
 ) -> WorkerLaunch:
+    """``owned``: the worker ends when the calling process does (a local worker; see ``worker.owner``),
+    cancelling what remains of ``owner_sweep``."""
     if slots < 1:
         raise ValueError(f"--slots: must be >= 1, got {slots}")
     if gpu is not None and gpu < 0:
         raise ValueError(f"--gpu: must be a GPU index >= 0, got {gpu}")
     env = dict(os.environ if base_env is None else base_env)
+    for key in (OWNER_ENV, OWNER_SWEEP_ENV):  # a worker has an owner only if its starter says so
+        env.pop(key, None)
+    if owned:
+        env.update(Owner.this_process(owner_sweep).to_env())
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)  # the task processes see exactly one GPU, as index 0
         device = f"GPU {gpu}"

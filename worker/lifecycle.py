@@ -16,6 +16,7 @@ from typing import Any
 
 from celery.signals import task_received, worker_ready, worker_shutdown, worker_shutting_down
 
+from contract.version import code_identity
 from storage import repository as repo
 from storage.db import get_database
 from worker import shutdown
@@ -41,6 +42,7 @@ def _on_ready(sender: Any, **_: Any) -> None:
             pid=os.getpid(),
             device=settings.worker_device or "CPU",
             slots=settings.worker_slots,
+            code_identity=code_identity(),  # loaded in this process at start (worker.main), before forks
         )
     process = multiprocessing.get_context("spawn").Process(
         target=run_maintenance, args=(settings, name, os.getpid()), name="convlab-maintenance", daemon=True

@@ -43,10 +43,16 @@ class ReapReport:
 
 
 def reap(
-    app: Celery, db: Database, *, lease_seconds: float, resend_seconds: float | None = None
+    app: Celery,
+    db: Database,
+    *,
+    lease_seconds: float,
+    resend_seconds: float | None = None,
+    code: str | None = None,
 ) -> ReapReport:
     """One pass. ``resend_seconds``: also re-send queued runs whose message went unclaimed that long
-    (:func:`storage.repository.unclaimed_messages`); None leaves them alone."""
+    (:func:`storage.repository.unclaimed_messages`); None leaves them alone. ``code``: the code of the
+    reaping worker; it sends only runs submitted for it."""
     requeued: list[str] = []
     failed: list[str] = []
     cancelled: list[str] = []
@@ -78,7 +84,7 @@ def reap(
                 )
                 resent.append(run.id)
         failed.extend(fail_blocked(s))
-    sent = dispatch_ready(app, db)
+    sent = dispatch_ready(app, db, code=code)
     return ReapReport(tuple(requeued), tuple(failed), tuple(sent), tuple(cancelled), tuple(resent))
 
 

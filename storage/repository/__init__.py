@@ -47,6 +47,7 @@ from storage.repository.runs import (
     mark_damaged,
     results_source,
     runs_held_by,
+    set_run_code,
     settle_follower,
     settle_followers,
     succeeded_runs_by_hash,
@@ -67,7 +68,14 @@ from storage.repository.transitions import (
     requeue_stale_run,
     retry_run,
 )
-from storage.repository.workers import live_workers, stop_worker, touch_worker, upsert_worker
+from storage.repository.workers import (
+    get_worker,
+    live_workers,
+    runs_for_no_live_worker,
+    stop_worker,
+    touch_worker,
+    upsert_worker,
+)
 
 __all__ = [
     "RunSummary",
@@ -100,6 +108,7 @@ __all__ = [
     "hand_back_run",
     "heartbeat",
     "latest_sweep",
+    "get_worker",
     "live_workers",
     "lost_messages",
     "mark_enqueued",
@@ -115,9 +124,11 @@ __all__ = [
     "requeue_stale_run",
     "results_source",
     "retry_run",
+    "runs_for_no_live_worker",
     "run_summary",
     "runs_blocked_by_failure",
     "runs_held_by",
+    "set_run_code",
     "stale_runs",
     "stop_worker",
     "sweep_runs",

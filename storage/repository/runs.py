@@ -49,11 +49,13 @@ def create_run(
     depends_on: Sequence[str] = (),
     status: RunStatus = RunStatus.QUEUED,
     reused_run_id: str | None = None,
+    code_identity: str | None = None,
 ) -> Run:
     """A new run. ``status=SUCCEEDED`` with ``reused_run_id`` records a run satisfied by an earlier one
     (cached); ``QUEUED`` with ``reused_run_id`` one that follows an identical live run (joined), which
     then depends on it. An executed queued run raises ``IntegrityError`` at the flush when an identical
-    one is already queued or running (the caller decides again, in a savepoint)."""
+    one is already queued or running (the caller decides again, in a savepoint).
+    ``code_identity``: the code ``spec_hash`` was computed for; only a worker running it claims the run."""
     if reused_run_id is not None and not RunStatus(status).is_terminal:
         depends_on = [*depends_on, reused_run_id]
     now = utcnow()
@@ -68,6 +70,7 @@ def create_run(
         max_attempts=max_attempts,
         status=RunStatus(status),
         reused_run_id=reused_run_id,
+        code_identity=code_identity,
         attempts=0,
         last_epoch=0,
         cancel_requested=False,
@@ -80,6 +83,16 @@ def create_run(
         s.add(RunDependency(run_id=run.id, depends_on_id=dep))
     s.flush()
     return run
+
+
+def set_run_code(s: Session, run_id: str, *, code_identity: str, spec_hash: str) -> None:
+    """A queued run to be run by other code than it was submitted for (retry after a code change): its
+    code and its identity follow, so that its result is never reused as the old code's."""
+    s.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(code_identity=code_identity, spec_hash=spec_hash)
+    )
 
 
 def get_run(s: Session, run_id: str) -> Run:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contract.specs import DEFAULT_LAYERS, SpecError
+from contract.specs import DEFAULT_LAYERS, SpecError, VisualizeSpec
 
 Profile = dict[str, Any]
 
@@ -119,7 +119,35 @@ def resolve_profile(name: str, overrides: Mapping[str, str] | None = None) -> Pr
         if key not in values:
             raise SpecError("--set", f"unknown key {key!r}; allowed: {', '.join(sorted(values))}")
         values[key] = _coerce(key, raw, values[key])
+    _check_visualization(values)
     return values
+
+
+# The profile keys of a visualization, by the VisualizeSpec field each becomes (``alpha`` is shared).
+_VIS_KEYS = {
+    "layers": "vis_layers",
+    "input_size": "vis_input_size",
+    "steps": "vis_steps",
+    "step_size": "vis_step_size",
+}
+
+
+def _check_visualization(values: Profile) -> None:
+    """Refuse ``vis_*`` values a visualization would refuse, naming the ``--set`` key (not the spec
+    field: ``input_size`` there is ``vis_input_size`` here), also for plans that visualize nothing."""
+    try:
+        VisualizeSpec(
+            image="random",
+            seed=0,
+            layers=tuple(values["vis_layers"]),
+            alpha=values["alpha"],
+            input_size=values["vis_input_size"],
+            steps=values["vis_steps"],
+            step_size=values["vis_step_size"],
+        ).validate()
+    except SpecError as exc:
+        key = _VIS_KEYS.get(exc.field, exc.field)
+        raise SpecError(key, str(exc).split(": ", 1)[1]) from None
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:

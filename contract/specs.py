@@ -13,6 +13,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from contract.mobilenet import CONV_LAYERS_TEXT, LAYER_NAMES
+
 TASK_TRAIN = "convlab.train"
 TASK_VISUALIZE = "convlab.visualize"
 TASK_REPORT = "convlab.report"
@@ -212,6 +214,9 @@ class VisualizeSpec:
         _check_int("seed", self.seed, 0, 2**31 - 1)
         if not self.layers or not all(isinstance(x, str) and x for x in self.layers):
             raise SpecError("layers", "expected one or more layer names")
+        unknown = [x for x in self.layers if x not in LAYER_NAMES]
+        if unknown:
+            raise SpecError("layers", f"MobileNet has no layer {unknown[0]!r}; allowed: {CONV_LAYERS_TEXT}")
         _check_choice("source", self.source, VIS_SOURCES)
         _check_choice("alpha", self.alpha, ALPHAS)
         _check_int("input_size", self.input_size, 32, 512)

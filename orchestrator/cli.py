@@ -512,8 +512,48 @@ def check(cli: CliContext, target: str | None, repair: bool) -> None:
     if repair and not result.intact:
         for run_id in repair_runs(cli.db(), result.problems):
             click.echo(f"{run_id}: marked failed (damaged); the next submit of its plan runs it again")
+    _warn_unreferenced(cli, target)
     if not result.intact:
         sys.exit(1)
+
+
+def _warn_unreferenced(cli: CliContext, target: str | None) -> None:
+    """Files of lost attempts are no damage (nothing reads them): a warning with the way out."""
+    from orchestrator.check import runs_in_scope
+    from orchestrator.gc import find_garbage
+    from storage.artifacts import ArtifactStore
+
+    run_ids = None
+    if target is not None:
+        with cli.db().session(readonly=True) as s:
+            run_ids = [r.id for r in runs_in_scope(s, target)]
+    store = ArtifactStore(cli.settings.artifacts_dir)
+    garbage = find_garbage(cli.db(), store, lease_seconds=cli.settings.lease_seconds, run_ids=run_ids)
+    if garbage.files:
+        click.echo(
+            f"warning: {len(garbage.files)} unreferenced file(s) of lost attempts, "
+            f"{garbage.bytes / 1e6:,.1f} MB: `orchestrator gc` removes them"
+        )
+
+
+# ---------------------------------------------------------------- gc
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@pass_cli
+@handle_errors
+def gc(cli: CliContext, dry_run: bool) -> None:
+    """Remove files of lost attempts that no run references (never a running attempt's)."""
+    from orchestrator.gc import find_garbage, remove
+    from storage.artifacts import ArtifactStore
+
+    store = ArtifactStore(cli.settings.artifacts_dir)
+    garbage = find_garbage(cli.db(), store, lease_seconds=cli.settings.lease_seconds)
+    if not dry_run:
+        remove(store, garbage)
+    for file in garbage.files:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {file.path} ({file.size:,} bytes)")
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {len(garbage.files)} file(s), {garbage.bytes / 1e6:,.1f} MB")
 
 
 # ---------------------------------------------------------------- report

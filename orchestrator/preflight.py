@@ -12,13 +12,13 @@ worker ``submit`` starts itself. A worker on another machine reads its own ``CON
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from contract.disk import CIFAR_CACHE_BYTES, free_bytes
 from contract.settings import Settings
 from contract.specs import TrainSpec, VisualizeSpec
 from orchestrator import host
@@ -36,9 +36,8 @@ CIFAR_BATCHES = "cifar-10-batches-py"
 
 # Disk: MobileNet v1 has about 3.3 million parameters x alpha^2; a checkpoint holds them with Adam's two
 # moments (x3, float32), and two checkpoints of a run coexist for a moment (the new one is written
-# before the old one is removed). The decoded CIFAR-10 cache is 60,000 x 32 x 32 x 3 bytes plus labels.
+# before the old one is removed). The decoded CIFAR-10 cache's size lives with the engine's rule for it.
 _PARAMS_AT_ALPHA_1 = 3.3e6
-CIFAR_CACHE_BYTES = 185_000_000
 MARGIN_BYTES = 50_000_000  # figures, visualizations, report, logs, the broker's messages
 
 Work = tuple[RunKind, dict[str, Any], str]  # (kind, spec, label) of a run that will execute
@@ -171,14 +170,6 @@ def check_weights(
                 f"CONVLAB_WEIGHTS_DIR: not set, {cached} is missing and {WEIGHTS_HOST} cannot be reached "
                 f"to download it: {what}; set CONVLAB_WEIGHTS_DIR to a folder holding {name}"
             )
-
-
-def free_bytes(path: Path) -> int:
-    """Free space on the file system that holds ``path`` (or would, once created)."""
-    existing = path.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return shutil.disk_usage(existing).free
 
 
 def check_disk(settings: Settings, needs: Needs, *, free: Callable[[Path], int] | None = None) -> None:

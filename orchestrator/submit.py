@@ -39,17 +39,53 @@ def default_photo() -> Path:
     return DEFAULT_PHOTO
 
 
+# Above this many pixels a photo is refused at submit: PIL's own decompression-bomb threshold
+# (``Image.MAX_IMAGE_PIXELS``: 89.5 Mpx, about 270 MB decoded as RGB), far above any camera's photo and
+# far above what a visualization needs (it resizes the photo to ``vis_input_size``, at most 512x512).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
 def check_image(path: Path) -> None:
-    """A missing or unreadable photo is a one-line error naming --image, before anything is written."""
+    """A missing, unreadable or oversized photo is a one-line error naming --image, before anything is
+    written. Only the header is read (``Image.open`` decodes nothing): a small file that declares a
+    huge image is refused by its declared size, not by decoding it."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise UserError(f"--image: no such file: {path}")
     try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            # PIL warns (DecompressionBombWarning) above MAX_IMAGE_PIXELS and raises above twice that.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{width}x{height}")
+                img.verify()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(
+            f"--image: {path} {_declared_size(path)}; at most {MAX_IMAGE_PIXELS / 1e6:.1f} Mpx "
+            "are accepted (the visualization resizes it to vis_input_size anyway)"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UserError(f"--image: {path} is not a readable image ({exc.__class__.__name__})") from None
+
+
+def _declared_size(path: Path) -> str:
+    """What the header says, read with PIL's limit lifted (nothing is decoded)."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+        return f"declares {width}x{height} pixels ({width * height / 1e6:,.1f} Mpx)"
+    except Exception:  # noqa: BLE001 - the size is only for the message
+        return "declares too many pixels"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def stage_image(store: ArtifactStore, path: Path) -> tuple[str, str]:

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from contract.disk import disk_full_message, is_disk_full
 from storage.errors import ArtifactError
 
 _CHUNK = 1 << 20
 # What open() asks for before the umask; mkstemp's 0o600 would make our files unlike everyone else's.
 _OPEN_MODE = 0o666
 _umask_lock = threading.Lock()
+_ATTEMPT_PATH = re.compile(r"runs/(?P<run>[^/]+)/attempt-(?P<fence>\d+)/")
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,28 @@ class StoredFile:
     size: int
 
 
+@dataclass(frozen=True)
+class ListedFile:
+    """A file found in the store (what an object store's listing gives: key, size, modification time)."""
+
+    path: str  # relative to the store's root, with forward slashes
+    size: int
+    mtime: float  # seconds since the epoch
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
 
 
 def _umask_from_proc() -> int | None:
@@ -137,6 +159,19 @@ class ArtifactStore:
         """A staged input (a photo), named by its content: identical photos share one file."""
         return f"inputs/{sha256[:16]}{suffix.lower() or '.img'}"
 
+    @staticmethod
+    def attempt_of(relpath: str) -> tuple[str, int] | None:
+        """(run id, fence) of a path inside an attempt's folder (:meth:`attempt_dir`), else ``None``."""
+        match = _ATTEMPT_PATH.match(relpath)
+        return (match["run"], int(match["fence"])) if match else None
+
+    @staticmethod
+    def is_temporary(relpath: str) -> bool:
+        """A file written under a temporary name (every writer's: ``.NAME.<...>.tmp[.SUFFIX]``), which
+        only a writer that died before its rename leaves behind."""
+        name = relpath.rsplit("/", 1)[-1]
+        return name.startswith(".") and ".tmp" in name
+
     def validate_name(self, relpath: str) -> str:
         """Reject anything that could leave the root; return the normalised relative path."""
         if not isinstance(relpath, str) or not relpath:
@@ -158,14 +193,27 @@ class ArtifactStore:
         return self.root / self.validate_name(relpath)
 
     def write_bytes(self, relpath: str, data: bytes) -> StoredFile:
-        write_atomically(self.absolute(relpath), data)
+        with self._disk_full_named(relpath, len(data)):
+            write_atomically(self.absolute(relpath), data)
         return StoredFile(self.validate_name(relpath), hashlib.sha256(data).hexdigest(), len(data))
 
     def write_file(self, relpath: str, src: Path) -> StoredFile:
         target = self.absolute(relpath)
-        tmp, sha256, size = self._copy_in(src, target.parent, target.name)
-        self._commit(tmp, target)
+        with self._disk_full_named(relpath, _size_of(src)):
+            tmp, sha256, size = self._copy_in(src, target.parent, target.name)
+            self._commit(tmp, target)
         return StoredFile(self.validate_name(relpath), sha256, size)
+
+    @contextmanager
+    def _disk_full_named(self, relpath: str, needed: int) -> Iterator[None]:
+        """A write that found no room fails in one line (what it needed, what is free), not with a
+        traceback; its temporary file is already gone (``write_atomically``, ``_copy_in``)."""
+        try:
+            yield
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise ArtifactError(relpath, disk_full_message(self.root, needed)) from None
+            raise
 
     def stage_input(self, src: Path) -> StoredFile:
         """Copy an input (a photo) in under a name made from its content (:meth:`input_path`).
@@ -175,13 +223,15 @@ class ArtifactStore:
         one is replaced.
         """
         folder = self.absolute("inputs")
-        tmp, sha256, size = self._copy_in(src, folder, "staging")
+        with self._disk_full_named(str(src), _size_of(src)):
+            tmp, sha256, size = self._copy_in(src, folder, "staging")
         relpath = self.input_path(sha256, Path(src).suffix)
         target = self.absolute(relpath)
         if target.is_file() and sha256_file(target) == sha256:
             tmp.unlink()
         else:
-            self._commit(tmp, target)
+            with self._disk_full_named(relpath, size):
+                self._commit(tmp, target)
         return StoredFile(relpath, sha256, size)
 
     @staticmethod
@@ -216,6 +266,40 @@ class ArtifactStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+
+    # Listing and removal, for ``orchestrator gc``: what no database row references is found by comparing
+    # this listing with the rows. An object store backend lists keys under a prefix the same way.
+
+    def list_files(self, prefix: str = "") -> list[ListedFile]:
+        """Every file under ``prefix`` (a folder of the layout; ``""``: the whole store), sorted by path."""
+        base = self.absolute(prefix) if prefix else self.root
+        found: list[ListedFile] = []
+        for folder, _subfolders, names in os.walk(base):
+            for name in names:
+                path = Path(folder) / name
+                try:
+                    info = path.lstat()
+                except FileNotFoundError:  # removed while we looked
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    found.append(
+                        ListedFile(path.relative_to(self.root).as_posix(), info.st_size, info.st_mtime)
+                    )
+        return sorted(found, key=lambda f: f.path)
+
+    def delete(self, relpath: str) -> None:
+        """Remove one file; one already gone is no error."""
+        self.absolute(relpath).unlink(missing_ok=True)
+
+    def remove_empty_folders(self, prefix: str) -> None:
+        """Remove ``prefix`` and the folders under it that hold no file (an object store has none).
+
+        Only for a folder no writer will create files in again (a finished attempt's): a writer making
+        its folders with ``mkdir(parents=True)`` could otherwise lose one between two of its steps."""
+        base = self.absolute(prefix)
+        for folder, _subfolders, _names in os.walk(base, topdown=False):
+            with suppress(OSError):  # not empty, or gone
+                os.rmdir(folder)
 
     def read_bytes(self, relpath: str, sha256: str) -> bytes:
         path = self.absolute(relpath)

@@ -128,3 +128,41 @@ def test_fallback_umask_read_is_consistent_across_threads(umask: int) -> None:
         sys.setswitchinterval(interval)
     assert seen == {umask}
     assert os.umask(umask) == umask
+
+
+def test_a_write_that_finds_the_disk_full_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    from tests.filesystems import small_filesystem
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * 2_000_000)
+    with small_filesystem(tmp_path / "small", 1) as small:
+        store = ArtifactStore(small / "artifacts")
+        for write in (
+            lambda: store.write_bytes("runs/r-1/attempt-1/big.png", b"\0" * 2_000_000),
+            lambda: store.write_file("runs/r-1/attempt-1/big.png", big),
+        ):
+            with pytest.raises(ArtifactError) as caught:
+                write()
+            assert caught.value.reason.startswith(f"disk full under {store.root} (needs ~2.0 MB, ")
+            assert "\n" not in str(caught.value)
+            assert store.list_files() == []  # the temporary file is gone
+
+
+def test_listing_and_deleting(store: ArtifactStore) -> None:
+    store.write_bytes("runs/r-1/attempt-2/checkpoint/model-e0001.keras", b"abc")
+    store.write_bytes("inputs/x.jpg", b"de")
+    listed = store.list_files()
+    assert [(f.path, f.size) for f in listed] == [
+        ("inputs/x.jpg", 2),
+        ("runs/r-1/attempt-2/checkpoint/model-e0001.keras", 3),
+    ]
+    assert all(f.mtime > 0 for f in listed)
+    assert [f.path for f in store.list_files("runs/r-1")] == [listed[1].path]
+    assert store.attempt_of(listed[1].path) == ("r-1", 2) and store.attempt_of("inputs/x.jpg") is None
+    assert store.is_temporary("runs/r-1/attempt-2/.model-e0001.keras.12.tmp.keras")
+    assert not store.is_temporary(listed[1].path)
+    store.delete(listed[1].path)
+    store.delete(listed[1].path)  # already gone: no error
+    store.remove_empty_folders("runs/r-1/attempt-2")
+    assert not store.absolute("runs/r-1/attempt-2").exists() and store.absolute("runs/r-1").is_dir()
+    assert [f.path for f in store.list_files()] == ["inputs/x.jpg"]

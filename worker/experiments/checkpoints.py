@@ -20,11 +20,13 @@ resumes from the newest pair in the folder (:func:`latest_state_file`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contract.disk import disk_full_message, is_disk_full
 from contract.records import EpochRecord
 from worker.experiments.errors import ExperimentError
 
@@ -127,23 +129,52 @@ def model_path_of(state_file: Path) -> Path:
     return Path(state_file).parent / read_state_file(state_file).model_file
 
 
-def _replace_atomically(folder: Path, final: str, write: Any) -> None:
+def _replace_atomically(folder: Path, final: str, write: Any, needed: int) -> None:
+    """``write`` the file under a temporary name, fsync, rename. A write that fails removes its temporary
+    file (a partial model can take tens of MB, and would be left for every retry to trip over); one that
+    found the disk full says so in one line, with ``needed`` (about the file's size) and what is free."""
     tmp = folder / f".{final}.{os.getpid()}.tmp{Path(final).suffix}"
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / final)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / final)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # first: the message then tells what is free without it
+        if is_disk_full(exc):
+            raise ExperimentError(disk_full_message(folder, needed)) from None
+        raise
 
 
 def save_checkpoint(checkpoint_dir: Path, model: keras.Model, state: CheckpointState) -> Path:
     """Write the epoch's model, then the state file naming it; return the state file's path."""
     folder = Path(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(folder, state.model_file, model.save)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise ExperimentError(disk_full_message(folder.parent, model_bytes(model))) from None
+        raise
+    _replace_atomically(folder, state.model_file, model.save, model_bytes(model))
     payload = json.dumps(state.to_dict(), indent=1)
     name = state_file_name(state.epoch)
-    _replace_atomically(folder, name, lambda path: Path(path).write_text(payload))
+    _replace_atomically(folder, name, lambda path: Path(path).write_text(payload), len(payload))
     return folder / name
+
+
+def model_bytes(model: keras.Model) -> int:
+    """About what ``model.save`` writes: every weight and optimizer variable (the config is small)."""
+    variables = [*model.weights, *(model.optimizer.variables if model.optimizer is not None else ())]
+    return sum(math.prod(v.shape) * _itemsize(v.dtype) for v in variables) + 100_000
+
+
+def _itemsize(dtype: Any) -> int:
+    import numpy as np
+
+    try:
+        return int(np.dtype(str(dtype)).itemsize)
+    except TypeError:
+        return 4
 
 
 def prune(checkpoint_dir: Path, keep: CheckpointState) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.disk import CACHE_KEEP_FREE_BYTES, free_bytes
 from worker.experiments.errors import DataError
 
 TARBALL_NAME = "cifar-10-python.tar.gz"
@@ -30,6 +32,7 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 NUM_CLASSES = 10
 _ROW = 32 * 32 * 3
+_STALE_TEMPORARY_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,18 @@ def _read_disk_cache(file: Path) -> Cifar10 | None:
 
 
 def _write_disk_cache(file: Path, data: Cifar10) -> None:
-    """Best effort and atomic: a cache that cannot be written only costs the next task the decoding."""
+    """Best effort and atomic: a cache that cannot be written only costs the next task the decoding.
+
+    So it must never cost more: it is written only when ``CACHE_KEEP_FREE_BYTES`` stay free after it (the
+    room of the run's checkpoints), and a write that fails (the disk filled meanwhile) removes its
+    temporary file, which would otherwise keep every byte it took and fail the checkpoints after it.
+    """
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
+        _remove_stale_temporaries(file.parent)
+        if free_bytes(file.parent) < cache_bytes(data) + CACHE_KEEP_FREE_BYTES:
+            return  # decoded in memory this time; the next task tries again
         np.savez(
             tmp,
             x_train=data.x_train,
@@ -164,6 +175,25 @@ def _write_disk_cache(file: Path, data: Cifar10) -> None:
         os.replace(tmp, file)
     except OSError:
         pass
+    finally:
+        tmp.unlink(missing_ok=True)  # after the rename it no longer exists: only a failed write's
+
+
+def cache_bytes(data: Cifar10) -> int:
+    """About what the cache file of ``data`` takes on disk (the arrays; the npz headers are small)."""
+    return sum(a.nbytes for a in (data.x_train, data.y_train, data.x_val, data.y_val)) + 64 * 1024
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary cache files a killed task left (a SIGKILL runs no ``finally``). A write takes seconds:
+    one older than ``_STALE_TEMPORARY_SECONDS`` has no writer any more, on any host sharing the folder."""
+    now = time.time()
+    for leftover in folder.glob(".cifar10-*.tmp.npz"):
+        try:
+            if now - leftover.stat().st_mtime > _STALE_TEMPORARY_SECONDS:
+                leftover.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _resolve_source(path: Path) -> Path:

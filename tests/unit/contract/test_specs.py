@@ -36,7 +36,7 @@ def test_bad_train_values_name_the_field(change: dict[str, object], field: str) 
 
 
 def test_visualize_spec_round_trips_layers_as_tuple() -> None:
-    spec = VisualizeSpec(image="sine", seed=1, layers=("a", "b")).validate()
+    spec = VisualizeSpec(image="sine", seed=1, layers=("conv_pw_1", "conv_dw_2_relu")).validate()
     assert VisualizeSpec.from_dict(spec.to_dict()) == spec
 
 
@@ -72,10 +72,10 @@ def test_paper_profile_is_the_seed() -> None:
 
 def test_overrides_are_typed() -> None:
     values = resolve_profile(
-        "smoke", {"epochs": "4", "lr": "1e-3", "train_limit": "all", "vis_layers": "a, b"}
+        "smoke", {"epochs": "4", "lr": "1e-3", "train_limit": "all", "vis_layers": "conv1, conv_pw_3"}
     )
     assert values["epochs"] == 4 and values["lr"] == 1e-3
-    assert values["train_limit"] is None and values["vis_layers"] == ("a", "b")
+    assert values["train_limit"] is None and values["vis_layers"] == ("conv1", "conv_pw_3")
 
 
 @pytest.mark.parametrize(

@@ -79,3 +79,38 @@ def test_an_unreadable_state_file_is_named(tmp_path: Path) -> None:
         read_state_file(tmp_path / "state-e0001.json")
     with pytest.raises(ExperimentError, match="missing"):
         read_state_file(tmp_path / "state-e0009.json")
+
+
+def test_a_failed_save_removes_its_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model file half written when the save fails is not left behind (a SIGKILL's is: see gc)."""
+    model = _model()
+    save_checkpoint(tmp_path, model, _state(1))
+
+    def half_then_fail(self: keras.Model, path: str | Path, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise RuntimeError("serialisation failed")
+
+    monkeypatch.setattr(keras.Model, "save", half_then_fail)
+    with pytest.raises(RuntimeError, match="serialisation failed"):
+        save_checkpoint(tmp_path, model, _state(2))
+    assert _names(tmp_path) == ["model-e0001.keras", "state-e0001.json"]  # no .tmp, epoch 1 intact
+
+
+def test_a_save_that_finds_the_disk_full_says_so_in_one_line(tmp_path: Path) -> None:
+    """On a real file system too small for the model: one line naming the folder, what the model needs
+    and what is free; nothing of the attempt left taking the space."""
+    from tests.filesystems import small_filesystem
+
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(512), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # Adam's moments: 3x the weights, as after a step
+    with small_filesystem(tmp_path / "small", 1) as small:
+        folder = small / "checkpoint"
+        with pytest.raises(ExperimentError) as caught:
+            save_checkpoint(folder, model, _state(1))
+        message = str(caught.value)
+        assert "\n" not in message
+        # 262,657 parameters x 4 bytes x 3 (weights, Adam's two moments) + the config's allowance.
+        assert message.startswith(f"disk full under {folder} (needs ~3.3 MB, ")
+        assert message.endswith(" MB free)") and not message.endswith("0.0 MB free)")
+        assert _names(folder) == []

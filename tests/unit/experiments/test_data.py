@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.datagen import write_tiny_cifar10
+from tests.filesystems import small_filesystem
+from worker.experiments import data
 from worker.experiments.data import load_cifar10
 from worker.experiments.errors import DataError
 
@@ -98,3 +103,51 @@ def test_disk_cache_is_used_for_an_unchanged_source(cifar_tar: Path, tmp_path: P
     np.testing.assert_array_equal(first.x_train, second.x_train)
     np.testing.assert_array_equal(first.y_val, second.y_val)
     assert first.class_names == second.class_names
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_a_cache_that_would_not_leave_room_is_not_written(
+    cifar_tar: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Less free space than the cache plus what checkpoints need after it: decoded in memory only."""
+    data._CACHE.clear()
+    monkeypatch.setattr(data, "free_bytes", lambda _path: data.CACHE_KEEP_FREE_BYTES)
+    cache = tmp_path / "cache"
+    loaded = load_cifar10(cifar_tar, cache_dir=cache)
+    assert len(loaded.x_train) == 200
+    assert _cache_files(cache) == []
+
+
+def test_a_cache_write_that_fills_the_disk_removes_its_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real path on a real (small) file system: the check passed (another process filled the disk
+    after it), the write stops with ENOSPC mid-way, and what it wrote is removed, not left taking the
+    space every checkpoint after it needs."""
+    source = write_tiny_cifar10(tmp_path / "src", n_train=2000, n_test=500, as_tar=True)  # 7.7 MB decoded
+    data._CACHE.clear()
+    monkeypatch.setattr(data, "free_bytes", lambda _path: 10**12)
+    with small_filesystem(tmp_path / "small", 4) as small:
+        cache = small / "cache"
+        loaded = load_cifar10(source, cache_dir=cache, train_limit=100)
+        assert len(loaded.x_train) == 100  # the training goes on with the arrays decoded in memory
+        assert _cache_files(cache) == []  # no partial .tmp.npz left behind
+        usage = shutil.disk_usage(small)
+        assert usage.used < 256 * 1024, usage  # every byte it took is free again
+
+
+def test_a_killed_writers_old_temporary_file_is_removed(cifar_tar: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale, fresh = cache / ".cifar10-0123.npz.999.tmp.npz", cache / ".cifar10-0123.npz.998.tmp.npz"
+    for leftover in (stale, fresh):
+        leftover.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    data._CACHE.clear()
+    load_cifar10(cifar_tar, cache_dir=cache)
+    assert not stale.exists()
+    assert fresh.exists()  # maybe another task still writing it

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from contract.specs import VisualizeSpec
+from contract.specs import SpecError, VisualizeSpec
 from worker.experiments import visualize as visualize_module
-from worker.experiments.errors import ImageError, LayerError, StopRequested
+from worker.experiments.errors import ImageError, StopRequested
 from worker.experiments.gradients import ascend_stepwise
 from worker.experiments.images import make_input_image
 from worker.experiments.models import build_base
@@ -94,12 +94,14 @@ def test_imagenet_source_from_weights_folder(weights_dir: Path) -> None:
 
 
 def test_unknown_layer_lists_valid_names() -> None:
+    """The spec refuses it (as ``submit`` does) before any network is built; the engine's own check
+    stays behind it for a network without the name."""
     spec = VisualizeSpec(
         image="sine", seed=0, source="none", alpha=0.25, input_size=32, steps=1, layers=("conv_pw_99",)
     )
-    with pytest.raises(LayerError, match="conv_pw_99") as caught:
+    with pytest.raises(SpecError, match="conv_pw_99") as caught:
         visualize(spec)
-    assert "conv_pw_13" in str(caught.value) and "conv_dw_1" in str(caught.value)
+    assert "conv_pw_1..13" in str(caught.value) and "conv_dw_1" in str(caught.value)
 
 
 def test_bad_image_paths(tmp_path: Path) -> None:

@@ -48,7 +48,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout (/work/main), or one level up from a worktree (/work/wt/<name>).
+_PLACES = (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data")
+DATA = next((p for p in _PLACES if p.is_dir()), _PLACES[0])
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -284,10 +286,13 @@ def submit_and_wait(env: dict[str, str], args: list[str]) -> tuple[str, float]:
     from storage.db import get_database
 
     started = time.perf_counter()
-    out = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "submit", *args, "--force", "--no-wait"],
-        check=True, env=env, cwd=ROOT, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        check=False, env=env, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"submit {' '.join(args)} failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+    out = proc.stdout
     sweep_id = re.search(r"sweep (s-\w+)", out).group(1)  # type: ignore[union-attr]
     db = get_database(load_settings(env))
     while True:

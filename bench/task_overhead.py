@@ -9,12 +9,12 @@ Two sources, in one invocation:
 1. The real path. A real ``orchestrator worker`` (embedded broker and SQLite under a fresh
    ``$CONVLAB_HOME``; one slot, so one task at a time) runs ``submit all --profile <profile>`` twice: cold
    (empty compilation cache, no decoded CIFAR-10 cache) and warm (``--force``, same worker, same home: both
-   caches filled by the first). Per run, from the database: the message's ``received_at`` to the claim's
-   ``started_at`` (the task's process, its database connection, the claim), the claim to the first epoch's
-   commit less that epoch's own seconds (imports, data, model, checkpoint save and commit), the epochs, the
-   last commit to ``finished_at``, and the gap from one run's end to the next run's ``received_at`` (the
-   old process exits, what became ready is sent, the broker delivers it). Celery's own "succeeded in" time
-   per task comes from the worker log.
+   caches filled by the first). Per run, from the database (the claim clears ``received_at``, so): the
+   previous run's ``finished_at`` to this one's claim, ``started_at`` (the old task process exits, what
+   became ready is sent, the broker delivers it, a new process connects and claims), the claim to the
+   first epoch's commit less that epoch's own seconds (imports, data, model, checkpoint save and commit),
+   the epochs, the last commit to ``finished_at``, and the claim to ``finished_at``. Celery's own
+   "succeeded in" time per task comes from the worker log.
 2. The parts. Fresh subprocesses, cold (a fresh home) then warm (the same home), call the engine's own
    functions the way ``worker/runners.py`` does: ``enable_compile_cache`` (which imports Keras and
    TensorFlow), ``load_cifar10`` with the decoded cache, ``regimes.train`` for the profile's ``imagenet``
@@ -325,9 +325,9 @@ def real_rows(env: dict[str, str], sweep_id: str) -> list[dict[str, Any]]:
             epochs = list(run.epochs)
             row: dict[str, Any] = {
                 "run": f"{run.kind}/{run.label}" if run.label else f"{run.kind}",
-                "gap": _seconds(run.received_at, previous_end),
-                "delivery": _seconds(run.received_at, run.enqueued_at),
-                "claim": _seconds(run.started_at, run.received_at),
+                # The claim clears received_at and enqueued_at: the gap is from one run's end to the next
+                # one's claim (the old process exits, the new one starts, connects, claims).
+                "gap": _seconds(run.started_at, previous_end),
                 "task": _seconds(run.finished_at, run.started_at),
                 "cache": (run.environment or {}).get("compile_cache", ""),
             }
@@ -413,15 +413,14 @@ def print_real(found: dict[str, Any], command: str) -> None:
         got = found[label]
         print(f"\n{label}: sweep {got['sweep']}, submit to all ended {got['wall']:.1f} s")
         print(
-            "| run | prev end->received | sent->received | received->claim | claim->epoch 1 less it "
+            "| run | prev end->claim | claim->epoch 1 less it "
             "| epochs | commit/epoch | last commit->end | claim->end |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+        print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
         for r in got["rows"]:
             epochs = " ".join(f"{e:.1f}" for e in r.get("epochs", [])) or "-"
             print(
-                f"| {r['run']} | {_fmt(r['gap'])} | {_fmt(r['delivery'])} | {_fmt(r['claim'])} | "
-                f"{_fmt(r.get('to_epoch1'))} | "
+                f"| {r['run']} | {_fmt(r['gap'])} | {_fmt(r.get('to_epoch1'))} | "
                 f"{epochs} | {_fmt(r.get('commit'))} | {_fmt(r.get('end'))} | {_fmt(r['task'])} |"
             )
         caches = sorted({r["cache"] for r in got["rows"] if r["cache"]})

@@ -38,10 +38,15 @@ RTOL_LOSS = 1e-5  # the same forward pass on the same image; only the compiled g
 # conv_pw_2: an ordinary gradient. conv_pw_8 (random init): the gradient norm is ~1e-10, below the 1e-6
 # clamp, so the clamp decides every step (without it each step would have length 10, not ~1e-3).
 LAYERS = ("conv_pw_2", "conv_pw_8")
+# Random-init weights drawn from a fixed seed. Unseeded, an occasional draw sits near enough to a ReLU6 kink
+# that 5 steps already part the two trajectories (seen once in CI: 0.27 off after moving 46), which says
+# nothing about either path; a fixed draw makes the comparison the same on every run.
+WEIGHT_SEED = 7
 
 
 @pytest.fixture(scope="module")
 def base() -> keras.Model:
+    keras.utils.set_random_seed(WEIGHT_SEED)
     return build_base(alpha=0.25, input_size=SIZE, weights="none")
 
 
@@ -95,6 +100,7 @@ JAX_SCRIPT = textwrap.dedent(
     from worker.experiments.models import build_base
     from worker.experiments.visualize import _feature_model, preprocess
 
+    keras.utils.set_random_seed({WEIGHT_SEED})
     base = build_base(alpha=0.25, input_size={SIZE}, weights="none")
     start = preprocess(make_input_image("random", {SIZE}, 1))
     for layer in {LAYERS!r}:

@@ -16,6 +16,17 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "CONVLAB_HOME": ("./convlab-runs", "like MLflow's ./mlruns: everything of a project stays beside it"),
     "CONVLAB_DATABASE_URL": ("", "unset: SQLite at $CONVLAB_HOME/convlab.db, no server needed"),
     "CONVLAB_BROKER_URL": ("", "unset: an embedded filesystem broker under $CONVLAB_HOME/broker"),
+    "CONVLAB_ARTIFACTS_URL": (
+        "",
+        "unset: the folder $CONVLAB_HOME/artifacts (one host, or a volume all hosts mount); "
+        "s3://BUCKET/PREFIX (with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, "
+        "AWS_ALLOW_HTTP), gs://BUCKET/PREFIX or az://CONTAINER/PREFIX: hosts that share no disk",
+    ),
+    "CONVLAB_CACHE_LIMIT_MB": (
+        "2048",
+        "the per-host cache of verified downloads from an object store ($CONVLAB_HOME/cache/artifacts); "
+        "least recently used files go first",
+    ),
     "CONVLAB_CIFAR10": ("", "unset: Keras's own cifar10.load_data() (downloads once into the Keras cache)"),
     "CONVLAB_WEIGHTS_DIR": ("", "unset: Keras's cache/download for ImageNet weights"),
     "CONVLAB_LEASE_SECONDS": (
@@ -68,6 +79,8 @@ def _positive_float(env: Mapping[str, str], name: str) -> float:
 class Settings:
     home: Path
     database_url_override: str | None = None
+    artifacts_url: str | None = None  # None: the folder ``artifacts_dir``
+    cache_limit_mb: float = 2048.0
     broker_url: str | None = None
     cifar10_path: str | None = None
     weights_dir: str | None = None
@@ -99,7 +112,24 @@ class Settings:
 
     @property
     def artifacts_dir(self) -> Path:
+        """The folder store's root (``CONVLAB_ARTIFACTS_URL`` unset, or a ``file://`` URL)."""
+        if self.artifacts_url and self.artifacts_url.startswith("file://"):
+            return Path(self.artifacts_url[len("file://") :])
         return self.home / "artifacts"
+
+    @property
+    def artifacts_in_object_store(self) -> bool:
+        return bool(self.artifacts_url) and not str(self.artifacts_url).startswith("file://")
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """This host's verified downloads from an object store."""
+        return self.home / "cache" / "artifacts"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This host's local files on their way into an object store (checkpoints, figures)."""
+        return self.home / "scratch"
 
     @property
     def broker_dir(self) -> Path:
@@ -148,6 +178,29 @@ def _database_url(raw: str | None) -> str | None:
     raise SettingsError(f"CONVLAB_DATABASE_URL={mask_url(raw)!r}: expected {DATABASE_FORMS}")
 
 
+# The object stores obstore reaches with one API; each needs a bucket (container) after the scheme.
+OBJECT_STORE_SCHEMES = ("s3", "gs", "az")
+ARTIFACTS_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or file:///ABSOLUTE/PATH"
+
+
+def _artifacts_url(raw: str | None) -> str | None:
+    """``CONVLAB_ARTIFACTS_URL`` normalised (no trailing slash), or a one-line refusal."""
+    if not raw or not raw.strip():
+        return None
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() == "file" and rest.startswith("/"):
+        return url
+    if sep and scheme.lower() in OBJECT_STORE_SCHEMES and rest and not rest.startswith("/"):
+        if "@" in rest.split("/", 1)[0]:
+            raise SettingsError(
+                "CONVLAB_ARTIFACTS_URL: credentials do not belong in the URL; "
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's own variables)"
+            )
+        return f"{scheme.lower()}://{rest}"
+    raise SettingsError(f"CONVLAB_ARTIFACTS_URL={mask_url(raw)!r}: expected {ARTIFACTS_FORMS}")
+
+
 def _broker_url(raw: str | None) -> str | None:
     if not raw:
         return None
@@ -172,6 +225,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         home=Path(env.get("CONVLAB_HOME") or DEFAULTS["CONVLAB_HOME"][0]).absolute(),
         database_url_override=_database_url(env.get("CONVLAB_DATABASE_URL")),
+        artifacts_url=_artifacts_url(env.get("CONVLAB_ARTIFACTS_URL")),
+        cache_limit_mb=_positive_float(env, "CONVLAB_CACHE_LIMIT_MB"),
         broker_url=_broker_url(env.get("CONVLAB_BROKER_URL")),
         cifar10_path=env.get("CONVLAB_CIFAR10") or None,
         weights_dir=env.get("CONVLAB_WEIGHTS_DIR") or None,

@@ -1,8 +1,24 @@
 """Files a run produces (checkpoints, images, figures), stored under one root with a sha256 each.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``): a reader sees the old file
-or the new one, never half of one. Reads verify the checksum recorded in the database. Files get the mode
-``open()`` would give them (``0o666 & ~umask``), like those Keras and the report write into the same store.
+:class:`ArtifactStore` is the one interface; it owns the layout (which key holds what) and the rules every
+backend keeps:
+
+- **Every key is written once.** A write that finds its key holding the same bytes (a retried upload)
+  counts as done; other bytes are refused naming the key, unless the caller asks to ``replace`` (only the
+  published copy of a sweep's report is rewritten). The database records each key's sha256 and is the
+  commit point: upload, then commit, then delete what the run no longer references.
+- **Reads are verified** against the sha256 the database recorded, and a mismatch names the key.
+- **Engines write local files.** Keras and matplotlib write into :meth:`ArtifactStore.scratch_path`
+  (for the folder backend that is the stored file itself, so nothing is copied), then
+  :meth:`ArtifactStore.store_scratch` stores it; they read :meth:`ArtifactStore.local_copy`, a verified
+  local file (the stored file itself, or a per-host cached download for an object store).
+
+Backends: :class:`storage.folder_store.FolderStore` (a folder, the default) and
+:class:`storage.object_store.ObjectStore` (S3 and other object stores); :func:`storage.stores.open_store`
+picks one from the settings.
+
+File helpers for local files (also used outside a store: ``orchestrator report --out``) live here too:
+atomic writes with fsync and the mode ``open()`` would give (``0o666 & ~umask``).
 """
 
 from __future__ import annotations
@@ -10,18 +26,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from contract.disk import disk_full_message, is_disk_full
 from storage.errors import ArtifactError
 
-_CHUNK = 1 << 20
+CHUNK = 1 << 20
 # What open() asks for before the umask; mkstemp's 0o600 would make our files unlike everyone else's.
 _OPEN_MODE = 0o666
 _umask_lock = threading.Lock()
@@ -47,12 +60,12 @@ class ListedFile:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _size_of(path: Path) -> int:
+def size_of(path: Path) -> int:
     try:
         return Path(path).stat().st_size
     except OSError:
@@ -93,7 +106,7 @@ def current_umask() -> int:
     return _umask_by_setting() if umask is None else umask
 
 
-def _chmod_like_open(fd: int, path: str) -> None:
+def chmod_like_open(fd: int, path: str) -> None:
     mode = _OPEN_MODE & ~current_umask()
     if os.chmod in os.supports_fd:
         os.chmod(fd, mode)
@@ -101,7 +114,7 @@ def _chmod_like_open(fd: int, path: str) -> None:
         os.chmod(path, mode)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -122,7 +135,7 @@ def write_atomically(target: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            _chmod_like_open(fh.fileno(), tmp)
+            chmod_like_open(fh.fileno(), tmp)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -130,14 +143,18 @@ def write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
-class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).absolute()
+class ArtifactStore(ABC):
+    """Where a deployment's artifacts live; keys are relative, with forward slashes (see the module doc)."""
 
-    # The layout of the store, owned here and nowhere else. Paths are relative to the root, with "/".
+    #: What messages name as the store (a folder, or ``s3://bucket/prefix``; never credentials).
+    url: str
+    #: Whether every key is a file on this host's disk (then ``local_copy`` is the stored file itself).
+    is_local: bool
+
+    # The layout of the store, owned here and nowhere else.
 
     @staticmethod
     def run_dir(run_id: str) -> str:
@@ -173,7 +190,7 @@ class ArtifactStore:
         return name.startswith(".") and ".tmp" in name
 
     def validate_name(self, relpath: str) -> str:
-        """Reject anything that could leave the root; return the normalised relative path."""
+        """Reject any key that could leave the root; return it normalised."""
         if not isinstance(relpath, str) or not relpath:
             raise ArtifactError(str(relpath), "empty or not a string")
         if "\\" in relpath or "\x00" in relpath:
@@ -183,146 +200,81 @@ class ArtifactStore:
             raise ArtifactError(relpath, "must be relative to the artifacts root")
         if any(part in ("..", ".") for part in relpath.split("/")) or "" in relpath.split("/")[:-1]:
             raise ArtifactError(relpath, "'..', '.' and empty path segments are not allowed")
-        resolved = (self.root / pure).resolve()
-        root = self.root.resolve()
-        if resolved != root and root not in resolved.parents:
-            raise ArtifactError(relpath, "resolves outside the artifacts root")
         return str(pure)
 
-    def absolute(self, relpath: str) -> Path:
-        return self.root / self.validate_name(relpath)
+    def describe(self, relpath: str) -> str:
+        """Where ``relpath`` is, as a user would open it (a path, or a URL)."""
+        return f"{self.url.rstrip('/')}/{self.validate_name(relpath)}"
 
-    def write_bytes(self, relpath: str, data: bytes) -> StoredFile:
-        with self._disk_full_named(relpath, len(data)):
-            write_atomically(self.absolute(relpath), data)
-        return StoredFile(self.validate_name(relpath), hashlib.sha256(data).hexdigest(), len(data))
+    # Writing.
 
-    def write_file(self, relpath: str, src: Path) -> StoredFile:
-        target = self.absolute(relpath)
-        with self._disk_full_named(relpath, _size_of(src)):
-            tmp, sha256, size = self._copy_in(src, target.parent, target.name)
-            self._commit(tmp, target)
-        return StoredFile(self.validate_name(relpath), sha256, size)
+    @abstractmethod
+    def write_bytes(self, relpath: str, data: bytes, *, replace: bool = False) -> StoredFile:
+        """Store ``data`` under ``relpath`` (written once; see the module doc for ``replace``)."""
 
-    @contextmanager
-    def _disk_full_named(self, relpath: str, needed: int) -> Iterator[None]:
-        """A write that found no room fails in one line (what it needed, what is free), not with a
-        traceback; its temporary file is already gone (``write_atomically``, ``_copy_in``)."""
-        try:
-            yield
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise ArtifactError(relpath, disk_full_message(self.root, needed)) from None
-            raise
+    @abstractmethod
+    def write_file(self, relpath: str, src: Path, *, replace: bool = False) -> StoredFile:
+        """Store a copy of the local file ``src`` under ``relpath``, hashed as it is read."""
 
+    @abstractmethod
     def stage_input(self, src: Path) -> StoredFile:
-        """Copy an input (a photo) in under a name made from its content (:meth:`input_path`).
+        """Store an input (a photo) under a key made from its content (:meth:`input_path`)."""
 
-        The copy is hashed as it is written, so the name matches what was stored even if the source
-        changes meanwhile. A copy already there is kept only if its content still matches; a damaged
-        one is replaced.
-        """
-        folder = self.absolute("inputs")
-        with self._disk_full_named(str(src), _size_of(src)):
-            tmp, sha256, size = self._copy_in(src, folder, "staging")
-        relpath = self.input_path(sha256, Path(src).suffix)
-        target = self.absolute(relpath)
-        if target.is_file() and sha256_file(target) == sha256:
-            tmp.unlink()
-        else:
-            with self._disk_full_named(relpath, size):
-                self._commit(tmp, target)
-        return StoredFile(relpath, sha256, size)
+    @abstractmethod
+    def scratch_path(self, relpath: str) -> Path:
+        """The local file a writer (Keras, the report) creates for ``relpath``; its folder exists."""
 
-    @staticmethod
-    def _copy_in(src: Path, folder: Path, name: str) -> tuple[Path, str, int]:
-        """Copy ``src`` to a unique temporary file in ``folder`` (fsynced); its path, sha256 and size."""
-        if not Path(src).is_file():
-            raise ArtifactError(str(src), "source file does not exist")
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                # Not the source's mode (copymode): a source made by mkstemp would pass on its 0o600.
-                _chmod_like_open(out.fileno(), tmp)
-                while chunk := inp.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return Path(tmp), digest.hexdigest(), size
+    @abstractmethod
+    def store_scratch(self, relpath: str) -> StoredFile:
+        """Store what was written at :meth:`scratch_path` under ``relpath``; its sha256 and size."""
 
-    @staticmethod
-    def _commit(tmp: Path, target: Path) -> None:
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+    @abstractmethod
+    def discard_scratch(self, prefix: str) -> None:
+        """Forget the local scratch files under ``prefix`` (nothing for a store whose scratch is itself)."""
 
-    # Listing and removal, for ``orchestrator gc``: what no database row references is found by comparing
-    # this listing with the rows. An object store backend lists keys under a prefix the same way.
+    # Reading: every read is verified against the sha256 the caller got from the database.
 
-    def list_files(self, prefix: str = "") -> list[ListedFile]:
-        """Every file under ``prefix`` (a folder of the layout; ``""``: the whole store), sorted by path."""
-        base = self.absolute(prefix) if prefix else self.root
-        found: list[ListedFile] = []
-        for folder, _subfolders, names in os.walk(base):
-            for name in names:
-                path = Path(folder) / name
-                try:
-                    info = path.lstat()
-                except FileNotFoundError:  # removed while we looked
-                    continue
-                if stat.S_ISREG(info.st_mode):
-                    found.append(
-                        ListedFile(path.relative_to(self.root).as_posix(), info.st_size, info.st_mtime)
-                    )
-        return sorted(found, key=lambda f: f.path)
+    @abstractmethod
+    def read_bytes(self, relpath: str, sha256: str) -> bytes: ...
 
-    def delete(self, relpath: str) -> None:
-        """Remove one file; one already gone is no error."""
-        self.absolute(relpath).unlink(missing_ok=True)
-
-    def remove_empty_folders(self, prefix: str) -> None:
-        """Remove ``prefix`` and the folders under it that hold no file (an object store has none).
-
-        Only for a folder no writer will create files in again (a finished attempt's): a writer making
-        its folders with ``mkdir(parents=True)`` could otherwise lose one between two of its steps."""
-        base = self.absolute(prefix)
-        for folder, _subfolders, _names in os.walk(base, topdown=False):
-            with suppress(OSError):  # not empty, or gone
-                os.rmdir(folder)
-
-    def read_bytes(self, relpath: str, sha256: str) -> bytes:
-        path = self.absolute(relpath)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ArtifactError(relpath, f"missing: {path} does not exist") from None
-        except OSError as exc:
-            raise ArtifactError(relpath, f"unreadable: {exc}") from exc
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256:
-            raise ArtifactError(
-                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
-            )
-        return data
-
+    @abstractmethod
     def verify(self, relpath: str, sha256: str) -> None:
-        """Check a (possibly large) file's checksum without loading it into memory."""
-        path = self.absolute(relpath)
-        if not path.is_file():
-            raise ArtifactError(relpath, f"missing: {path} does not exist")
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise ArtifactError(
-                relpath, f"corrupt: sha256 is {actual[:12]}…, expected {sha256[:12]}… ({path})"
-            )
+        """Raise :class:`ArtifactError` naming the key if it is missing or holds other bytes."""
+
+    @abstractmethod
+    def local_copy(self, relpath: str, sha256: str) -> Path:
+        """A local file holding ``relpath``'s verified bytes, under the key's own file name, beside the
+        other keys of its folder fetched the same way (a checkpoint's state and model files)."""
+
+    # Listing and removal (``orchestrator gc``, superseded checkpoints).
+
+    @abstractmethod
+    def list_files(self, prefix: str = "") -> list[ListedFile]:
+        """Every key under ``prefix`` (a folder of the layout; ``""``: the whole store), sorted."""
+
+    @abstractmethod
+    def delete(self, relpath: str) -> None:
+        """Remove one key; one already gone is no error."""
+
+    def remove_empty_folders(self, prefix: str) -> None:  # noqa: B027 - a no-op where there are no folders
+        """Remove the folders under ``prefix`` that hold no file; an object store has none."""
+
+    def exists(self, relpath: str) -> bool:
+        return any(f.path == relpath for f in self.list_files(relpath))
+
+    @abstractmethod
+    def check_access(self) -> None:
+        """Raise :class:`ArtifactError` in one line if this host cannot write and read the store."""
+
+
+def refuse_other_bytes(relpath: str, stored_sha256: str, new_sha256: str) -> ArtifactError:
+    """The error for a write-once key that already holds other bytes."""
+    return ArtifactError(
+        relpath,
+        f"already stored with other content (sha256 {stored_sha256[:12]}…, this write {new_sha256[:12]}…);"
+        " keys are written once",
+    )
+
+
+def corrupt(relpath: str, actual: str, expected: str, where: str) -> ArtifactError:
+    return ArtifactError(relpath, f"corrupt: sha256 is {actual[:12]}…, expected {expected[:12]}… ({where})")

@@ -43,7 +43,9 @@ class Training:
     seed: int
     settings: dict[str, Any]
     history: list[dict[str, Any]]  # one dict per epoch, EpochRecord's fields
-    model_path: Path | None  # a .keras file; None until a checkpoint exists
+    # A verified local .keras file (from an object store: downloaded into this host's cache when the
+    # sweep is loaded); None until a checkpoint exists.
+    model_path: Path | None
     reused_from: str | None  # the earlier identical run whose results these are (a cached run)
 
     @property
@@ -104,9 +106,11 @@ class Lab:
 
     def __init__(self, settings: Settings) -> None:
         from storage.db import get_database
+        from storage.stores import open_store
 
         self.settings = settings
         self._db = get_database(settings)
+        self._store = open_store(settings)
 
     def sweeps(self) -> list[str]:
         """Every sweep's id, newest first."""
@@ -135,6 +139,13 @@ class Lab:
     def __iter__(self) -> Iterator[Sweep]:
         return (self.sweep(i) for i in self.sweeps())
 
+    def _recorded(self, run_id: str) -> dict[str, str]:
+        """path -> sha256 of the run's stored files."""
+        from storage import repository as repo
+
+        with self._db.session(readonly=True) as s:
+            return {a.path: a.sha256 for a in repo.artifacts_of(s, run_id)}
+
     def _training(self, t: TrainingResult) -> Training:
         return Training(
             id=t.run_id,
@@ -143,7 +154,7 @@ class Lab:
             seed=t.seed,
             settings=dict(t.spec),
             history=t.history(),
-            model_path=model_path(self.settings.artifacts_dir, t.checkpoint),
+            model_path=model_path(self._store, t.checkpoint, self._recorded(t.source_id)),
             reused_from=t.source_id if t.reused else None,
         )
 

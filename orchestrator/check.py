@@ -116,15 +116,17 @@ def repair(db: Database, problems: tuple[Problem, ...]) -> list[str]:
 def _check_training(
     run: Run, artifacts: list[Artifact], epochs: list[Any], store: ArtifactStore
 ) -> list[Problem]:
-    recorded = {a.path for a in artifacts}
+    recorded = {a.path: a.sha256 for a in artifacts}
     if not run.checkpoint:
         return [Problem(run.id, "succeeded but names no checkpoint")]
     if run.checkpoint not in recorded:
         return [Problem(run.id, f"{run.checkpoint}: the run's checkpoint is not a recorded artifact")]
     try:
-        state = json.loads(store.absolute(run.checkpoint).read_text())
+        state = json.loads(store.read_bytes(run.checkpoint, recorded[run.checkpoint]))
         history = {int(h["epoch"]): h for h in state["history"]}
         last, model_file = int(state["epoch"]), str(state["model_file"])
+    except ArtifactError:
+        return []  # already reported by the checksum pass
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [Problem(run.id, f"{run.checkpoint}: unreadable checkpoint state ({type(exc).__name__})")]
     problems = []

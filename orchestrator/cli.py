@@ -398,7 +398,9 @@ def status(cli: CliContext, target: str | None, watch: bool, as_json: bool) -> N
         if as_json:
             click.echo(json.dumps(detail, indent=2, default=str))
         else:
-            for line in monitor.run_lines(detail, cli.settings.artifacts_dir):
+            from storage.stores import open_store
+
+            for line in monitor.run_lines(detail, open_store(cli.settings)):
                 click.echo(line)
         return
     sweep_id = resolve_sweep(db, target)
@@ -502,9 +504,9 @@ def check(cli: CliContext, target: str | None, repair: bool) -> None:
     to the runs they reuse; exit 1 on a problem."""
     from orchestrator.check import check as check_runs
     from orchestrator.check import repair as repair_runs
-    from storage.artifacts import ArtifactStore
+    from storage.stores import open_store
 
-    result = check_runs(cli.db(), ArtifactStore(cli.settings.artifacts_dir), target)
+    result = check_runs(cli.db(), open_store(cli.settings), target)
     for problem in result.problems:
         click.echo(str(problem))
     verdict = "all intact" if result.intact else f"{len(result.problems)} problem(s)"
@@ -521,13 +523,13 @@ def _warn_unreferenced(cli: CliContext, target: str | None) -> None:
     """Files of lost attempts are no damage (nothing reads them): a warning with the way out."""
     from orchestrator.check import runs_in_scope
     from orchestrator.gc import find_garbage
-    from storage.artifacts import ArtifactStore
+    from storage.stores import open_store
 
     run_ids = None
     if target is not None:
         with cli.db().session(readonly=True) as s:
             run_ids = [r.id for r in runs_in_scope(s, target)]
-    store = ArtifactStore(cli.settings.artifacts_dir)
+    store = open_store(cli.settings)
     garbage = find_garbage(cli.db(), store, lease_seconds=cli.settings.lease_seconds, run_ids=run_ids)
     if garbage.files:
         click.echo(
@@ -544,9 +546,9 @@ def _warn_unreferenced(cli: CliContext, target: str | None) -> None:
 def gc(cli: CliContext, dry_run: bool) -> None:
     """Remove files of lost attempts that no run references (never a running attempt's)."""
     from orchestrator.gc import find_garbage, remove
-    from storage.artifacts import ArtifactStore
+    from storage.stores import open_store
 
-    store = ArtifactStore(cli.settings.artifacts_dir)
+    store = open_store(cli.settings)
     garbage = find_garbage(cli.db(), store, lease_seconds=cli.settings.lease_seconds)
     if not dry_run:
         remove(store, garbage)
@@ -565,17 +567,19 @@ def gc(cli: CliContext, dry_run: bool) -> None:
 def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
     """Figures 1-8, results table and a self-contained report.html for a sweep (default: the latest)."""
     from orchestrator.runs import resolve_sweep
-    from report.build import render_report
+    from report.build import publish, render_report
     from report.data import NoSweepError, UnknownSweepError, load_report_data
+    from storage.stores import open_store
 
     if out is not None:
         _check_out_folder(out)
     db = cli.db()
     sweep_id = resolve_sweep(db, sweep_id)
+    store = open_store(cli.settings)
     try:
         # A snapshot in one short read-only transaction; drawing happens after it, holding no lock.
         with db.session(readonly=True) as s:
-            data = load_report_data(s, cli.settings.artifacts_dir, sweep_id)
+            data = load_report_data(s, store, sweep_id)
     except (UnknownSweepError, NoSweepError) as exc:
         raise UserError(str(exc)) from None
     try:
@@ -586,6 +590,8 @@ def report(cli: CliContext, sweep_id: str | None, out: Path | None) -> None:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"report: {result.html}")
+    if out is None and not store.is_local:
+        click.echo(f"published: {publish(store, result)}")
     click.echo(f"wrote {len(result.paths)} files in {result.seconds:.2f} s")
 
 
@@ -631,6 +637,7 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
             seen = ", ".join(f"{i} ({n})" for i, n in enumerate(gpus)) or "none (no NVIDIA driver or GPU)"
             raise UserError(f"--gpu: no GPU {gpu} on this machine; NVIDIA GPUs found: {seen}")
     preflight.check_worker_paths(cli.settings)  # a wrong data path fails here, not in the first task
+    preflight.check_worker_store(cli.settings)  # and a store this host cannot write and read
     for key, value in (
         ("CONVLAB_CIFAR10", cli.settings.cifar10_path),
         ("CONVLAB_WEIGHTS_DIR", cli.settings.weights_dir),

@@ -16,9 +16,9 @@ from contract.settings import Settings
 from orchestrator import preflight
 from orchestrator.errors import Interrupted, OrchestratorError
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.models import ENDED_BADLY, RunKind, RunStatus
+from storage.stores import open_store
 
 
 def next_step_hint(settings: Settings, db: Database, sweep_id: str) -> str:
@@ -107,10 +107,14 @@ def report_location(settings: Settings, db: Database, sweep_id: str) -> str:
     if not reports:
         return f"report: this plan makes none; {build_here}"
     run = reports[-1]
-    path = settings.artifacts_dir / ArtifactStore.sweep_report_dir(sweep_id) / "report.html"
+    store = open_store(settings)
+    relpath = f"{store.sweep_report_dir(sweep_id)}/report.html"
+    path = store.describe(relpath)
     if run.status != RunStatus.SUCCEEDED:
         return f"report: not built ({run.id} {run.status}); {build_here} from what finished"
-    if path.exists():
+    if not store.is_local:  # every host reads the object store; `report` makes a local copy
+        return f"report: {path} (`orchestrator report {sweep_id} --out DIR` puts a copy here)"
+    if store.exists(relpath):
         return f"report: {path}"
     where = shown_worker(run.worker) or "its worker"
     return (

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -20,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.rows import CACHED, RunRow, all_finished, sweep_rows, sweep_setup
+from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.models import RunKind, RunStatus
 
@@ -259,9 +259,9 @@ def make_console(*, stderr: bool = False) -> Console:
     return console
 
 
-def run_lines(detail: dict[str, Any], artifacts_dir: Path) -> list[str]:
+def run_lines(detail: dict[str, Any], store: ArtifactStore) -> list[str]:
     """``status RUN`` for a person: what the run is and how far it got, what it ran with (its stored
-    spec), the run whose results it shows when cached, its files (absolute paths, one per line) and the
+    spec), the run whose results it shows when cached, its files (where they are: paths or URLs) and the
     trained model, then its epochs."""
 
     def field(name: str, value: Any) -> str:
@@ -285,7 +285,7 @@ def run_lines(detail: dict[str, Any], artifacts_dir: Path) -> list[str]:
     lines.append(field("settings", "what it ran with (its stored spec):"))
     lines += [f"{'':>15}{key}={value}" for key, value in sorted(spec.items())]
     if detail.get("model"):
-        lines.append(field("model", artifacts_dir / detail["model"]))
+        lines.append(field("model", store.describe(detail["model"])))
     artifacts = detail.get("artifacts") or []
     lines.append(
         field(
@@ -294,7 +294,7 @@ def run_lines(detail: dict[str, Any], artifacts_dir: Path) -> list[str]:
             + (" under the run it reuses" if detail.get("reused_run_id") and artifacts else ""),
         )
     )
-    lines += [f"{'':>15}{artifacts_dir / a['path']} ({a['bytes']:,} bytes)" for a in artifacts]
+    lines += [f"{'':>15}{store.describe(a['path'])} ({a['bytes']:,} bytes)" for a in artifacts]
     for h in detail["history"]:
         val = h["val_accuracy"] if h["val_accuracy"] is not None else float("nan")
         loss = f"loss {h['loss']:.4f} acc {h['accuracy']:.4f} val_acc {val:.4f}"

@@ -207,6 +207,18 @@ def check_local_run(
     check_disk(settings, needs, free=free)
 
 
+def check_worker_store(settings: Settings) -> None:
+    """At ``orchestrator worker`` start: this host can write, read and delete in the artifact store with
+    its credentials (a probe key), so a wrong secret or bucket fails here, not at the first epoch."""
+    from storage.errors import ArtifactError
+    from storage.stores import open_store
+
+    try:
+        open_store(settings).check_access()
+    except ArtifactError as exc:
+        raise UserError(f"CONVLAB_ARTIFACTS_URL: {exc.reason}") from None
+
+
 def check_worker_paths(settings: Settings) -> None:
     """At ``orchestrator worker`` start: the data and weights settings it will read name what exists."""
     if settings.cifar10_path is not None:

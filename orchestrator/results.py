@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from contract.records import EpochRecord
 from orchestrator.errors import UserError
 from storage import repository as repo
+from storage.artifacts import ArtifactStore
+from storage.errors import ArtifactError
 from storage.models import EpochMetric, Run, RunKind, RunStatus, Sweep
 
 
@@ -157,15 +159,15 @@ def _sources(s: Session, runs: Iterable[Run]) -> dict[str, Run]:
     return {r.id: found.get(r.reused_run_id or "", r) for r in runs}
 
 
-def model_path(artifacts_root: Path, checkpoint: str | None) -> Path | None:
-    """The trained model (a ``.keras`` file ``keras.saving.load_model`` reads) that a checkpoint state file
-    names, or None when there is none (not trained yet, or the state file is gone or unreadable)."""
-    if not checkpoint:
+def model_path(store: ArtifactStore, checkpoint: str | None, recorded: Mapping[str, str]) -> Path | None:
+    """A verified local copy of the trained model (a ``.keras`` file ``keras.saving.load_model`` reads)
+    that a checkpoint state file names, or None when there is none (not trained yet, or its files are
+    gone or damaged). ``recorded``: path -> sha256 of the run's artifacts, as the database has them."""
+    if not checkpoint or checkpoint not in recorded:
         return None
-    state = Path(artifacts_root) / checkpoint
     try:
-        model_file = str(json.loads(state.read_text(encoding="utf-8"))["model_file"])
-    except (OSError, ValueError, KeyError, TypeError):
+        model_file = str(json.loads(store.read_bytes(checkpoint, recorded[checkpoint]))["model_file"])
+        model_rel = f"{checkpoint.rsplit('/', 1)[0]}/{model_file}"
+        return store.local_copy(model_rel, recorded[model_rel]) if model_rel in recorded else None
+    except (ArtifactError, ValueError, KeyError, TypeError):
         return None
-    path = state.parent / model_file
-    return path if path.is_file() else None

@@ -26,6 +26,7 @@ from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.models import Run, RunKind, RunStatus
+from storage.stores import open_store
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -286,7 +287,8 @@ def submit_plan(
     db = open_db()  # exit 1 with the URL if the database is unreachable; nothing written yet
     app = check_broker(settings)  # likewise for the broker
     version, identity = code_version(), code_identity()
-    store = ArtifactStore(settings.artifacts_dir)
+    store = open_store(settings)
+    store.check_access()  # likewise for the artifact store, where the photos are staged
     plan, work = plan_work(db, store, plan, code_identity=identity, force=force)
     if settings.embedded_broker:
         # The local worker reads this process's settings: what fails for it would fail in the task.

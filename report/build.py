@@ -39,8 +39,20 @@ class ReportResult:
     warnings: tuple[str, ...]
 
 
-def default_out_dir(artifacts_root: Path, sweep_id: str) -> Path:
-    return ArtifactStore(artifacts_root).absolute(ArtifactStore.sweep_report_dir(sweep_id))
+def default_out_dir(store: ArtifactStore, sweep_id: str) -> Path:
+    """Where a report is drawn when no folder is given: the sweep's published report folder (for an
+    object store, its local scratch copy, which :func:`publish` uploads)."""
+    return store.scratch_path(f"{store.sweep_report_dir(sweep_id)}/report.html").parent
+
+
+def publish(store: ArtifactStore, result: ReportResult) -> str:
+    """Store a report drawn in :func:`default_out_dir` at the sweep's report keys (nothing to do where
+    the folder is the store); where users open it."""
+    target = store.sweep_report_dir(result.sweep_id)
+    if not store.is_local:
+        for path in result.paths:
+            store.write_file(f"{target}/{path.relative_to(result.out_dir).as_posix()}", path, replace=True)
+    return store.describe(f"{target}/report.html")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -50,7 +62,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def build_report(
     session: Session,
-    artifacts_root: Path,
+    store: ArtifactStore,
     sweep_id: str | None = None,
     out_dir: Path | None = None,
 ) -> ReportResult:
@@ -59,7 +71,7 @@ def build_report(
     Raises :class:`~report.data.UnknownSweepError` for an unknown id and
     :class:`~report.data.NoSweepError` when there is no sweep (both are ``ValueError``).
     """
-    return render_report(load_report_data(session, artifacts_root, sweep_id), out_dir)
+    return render_report(load_report_data(session, store, sweep_id), out_dir)
 
 
 def render_report(
@@ -68,7 +80,7 @@ def render_report(
     """Draw and write the report of a snapshot. ``before_figure`` is called before each figure and may
     raise to abandon the report (a cancelled report task), before report.html is written."""
     start = time.perf_counter()
-    out = out_dir if out_dir is not None else default_out_dir(data.artifacts_root, data.sweep.id)
+    out = out_dir if out_dir is not None else default_out_dir(data.store, data.sweep.id)
     out.mkdir(parents=True, exist_ok=True)
     warnings = list(data.warnings)
 

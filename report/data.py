@@ -168,7 +168,7 @@ class ReportData:
     sweep: SweepInfo
     train: Mapping[str, tuple[TrainRun, ...]]  # regime -> the seed's runs, in REGIME_ORDER
     visualizations: Mapping[str, tuple[VisRun, ...]]  # image kind -> runs
-    artifacts_root: Path
+    store: ArtifactStore  # where the runs' files are (the report reads verified local copies)
     loaded_at: datetime
     warnings: tuple[str, ...] = field(default=())
     variants: Mapping[str, tuple[TrainRun, ...]] = field(default_factory=dict)  # label -> runs
@@ -247,7 +247,7 @@ def _by_run(rows: Iterable[Any]) -> dict[str, list[Any]]:
     return grouped
 
 
-def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | None = None) -> ReportData:
+def load_report_data(session: Session, store: ArtifactStore, sweep_id: str | None = None) -> ReportData:
     """Read sweep ``sweep_id`` (default: the latest) with its runs, epochs and image artifacts."""
     sweep = _sweep(session, sweep_id)
     runs = list(session.scalars(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.created_at, Run.id)))
@@ -264,7 +264,6 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
     artifacts = _by_run(session.scalars(select(Artifact).where(Artifact.run_id.in_(source_ids))))
     depends = _by_run(session.scalars(select(RunDependency).where(RunDependency.run_id.in_(list(by_id)))))
 
-    store = ArtifactStore(artifacts_root)
     warnings: list[str] = []
     train: dict[str, list[TrainRun]] = {regime: [] for regime in REGIME_ORDER}
     variants: dict[str, list[TrainRun]] = {}
@@ -293,12 +292,11 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
                     continue
                 if _text(art.kind) != "image":
                     continue
-                path = artifacts_root / art.path
-                if not path.is_file():
-                    warnings.append(f"artifact {art.path} of run {source.id} is missing on disk")
+                if not store.exists(art.path):
+                    warnings.append(f"artifact {art.path} of run {source.id} is missing from the store")
                     continue
                 # A figure must show what the run produced: a changed file is an error naming it.
-                store.verify(art.path, art.sha256)
+                path = store.local_copy(art.path, art.sha256)
                 if path.stem == "input":
                     input_image = path
                 else:
@@ -331,7 +329,7 @@ def load_report_data(session: Session, artifacts_root: Path, sweep_id: str | Non
         ),
         train=MappingProxyType({k: tuple(v) for k, v in train.items()}),
         visualizations=MappingProxyType({k: tuple(v) for k, v in vis.items()}),
-        artifacts_root=artifacts_root,
+        store=store,
         loaded_at=datetime.now().astimezone(),
         warnings=tuple(warnings),
         variants=MappingProxyType({k: tuple(v) for k, v in variants.items()}),
@@ -344,12 +342,12 @@ def _activations(store: ArtifactStore, art: Artifact, warnings: list[str]) -> di
 
     A changed file is an error naming it (as for images); an unreadable one only loses the line under the
     figure, with a warning."""
-    if not store.absolute(art.path).is_file():
-        warnings.append(f"artifact {art.path} of run {art.run_id} is missing on disk")
+    if not store.exists(art.path):
+        warnings.append(f"artifact {art.path} of run {art.run_id} is missing from the store")
         return {}
-    store.verify(art.path, art.sha256)
+    data = store.read_bytes(art.path, art.sha256)
     try:
-        summary = json.loads(store.absolute(art.path).read_text(encoding="utf-8"))
+        summary = json.loads(data.decode("utf-8"))
         before, after = summary["activation_before"], summary["activation_after"]
         return {layer: (float(before[layer]), float(after[layer])) for layer in before if layer in after}
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -39,6 +39,7 @@ from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.errors import LeaseLost, NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
+from storage.stores import open_store
 from worker.code import claim_refusal
 from worker.context import RunContext, StopReason
 from worker.dispatch import fail_blocked
@@ -191,12 +192,30 @@ def run_attempt(
         raise
     if isinstance(claimed, Outcome):
         return claimed
+    store = open_store(settings)
+    try:
+        return _run_claimed(db, settings, run_id, kind, worker, body, claimed, store, after_success)
+    finally:
+        # An object store's local scratch copies (checkpoints, figures) are stored or abandoned now.
+        store.discard_scratch(store.attempt_dir(run_id, claimed.fence))
 
+
+def _run_claimed(
+    db: Database,
+    settings: Settings,
+    run_id: str,
+    kind: RunKind,
+    worker: str,
+    body: Body,
+    claimed: _Claimed,
+    store: ArtifactStore,
+    after_success: Body | None,
+) -> Outcome:
     with RunHeartbeat(db, run_id, claimed.fence, settings.heartbeat_seconds) as beat:
         ctx = RunContext(
             settings=settings,
             db=db,
-            store=ArtifactStore(settings.artifacts_dir),
+            store=store,
             run_id=run_id,
             fence=claimed.fence,
             spec=claimed.spec,

@@ -7,7 +7,7 @@ from typing import Any
 
 from contract.settings import Settings
 from storage import repository as repo
-from storage.artifacts import ArtifactStore, sha256_file
+from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.errors import LeaseLost
 from storage.models import ArtifactKind
@@ -68,15 +68,15 @@ class RunContext:
         return stored.path
 
     def register_file(self, relpath: str, kind: ArtifactKind) -> None:
-        """Record (fenced) a file that something else (the engine, the report) already wrote."""
-        path = self.store.absolute(relpath)
+        """Store and record (fenced) a file that something else (the report) wrote at its scratch path."""
+        stored = self.store.store_scratch(relpath)
         with self.db.session() as s:
             repo.add_artifact(
                 s,
                 self.run_id,
                 fence=self.fence,
                 kind=kind,
-                path=relpath,
-                sha256=sha256_file(path),
-                size=path.stat().st_size,
+                path=stored.path,
+                sha256=stored.sha256,
+                size=stored.size,
             )

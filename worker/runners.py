@@ -14,7 +14,6 @@ from pathlib import Path
 
 from contract.specs import ReportSpec, TrainSpec, VisualizeSpec
 from storage import repository as repo
-from storage.artifacts import sha256_file
 from storage.errors import ArtifactError
 from storage.models import ArtifactKind, RunKind
 from worker.context import RunContext
@@ -31,17 +30,15 @@ def run_train(ctx: RunContext) -> None:
 
     spec = TrainSpec.from_dict(ctx.spec)
     checkpoint_rel = f"{ctx.attempt_dir()}/checkpoint"
-    checkpoint_dir = ctx.store.absolute(checkpoint_rel)
+    # Where Keras writes the epochs' files: the store's folder itself, or a local scratch folder whose
+    # files each epoch's commit uploads (an object store).
+    checkpoint_dir = ctx.store.scratch_path(f"{checkpoint_rel}/{state_file_name(0)}").parent
     # Read after the claim: the attempt this one replaced can no longer commit a newer checkpoint.
     with ctx.db.session(readonly=True) as s:
         committed = repo.get_run(s, ctx.run_id).checkpoint
     resume_from = verified_checkpoint(ctx, ctx.run_id, committed) if committed else None
-    # Files of an earlier attempt's checkpoint, removed once this attempt committed one of its own.
-    superseded: list[Path] = []
     if resume_from is not None:
         resumed = read_state_file(resume_from)
-        if resume_from.parent != checkpoint_dir:
-            superseded = [resume_from, resume_from.parent / resumed.model_file]
         # Make sure every epoch the checkpoint holds is stored (upsert, so never twice).
         with ctx.db.session() as s:
             for record in resumed.history:
@@ -59,13 +56,14 @@ def run_train(ctx: RunContext) -> None:
         """The epoch's commit point: its metrics and its checkpoint, in one fenced transaction."""
         state_rel = f"{checkpoint_rel}/{state_file_name(record.epoch)}"
         model_rel = f"{checkpoint_rel}/{model_file_name(record.epoch)}"
+        # Every file is stored before the transaction that names it: no epoch commits without them.
         files = [_stored(ctx, rel) for rel in (model_rel, state_rel)]
         with ctx.db.session() as s:
             repo.record_epoch(s, ctx.run_id, record, fence=ctx.fence, checkpoint=state_rel)
-            repo.commit_checkpoint_files(s, ctx.run_id, fence=ctx.fence, files=files)
+            superseded = repo.commit_checkpoint_files(s, ctx.run_id, fence=ctx.fence, files=files)
             ctx.cancel_seen = repo.cancel_requested(s, ctx.run_id)
-        while superseded:  # no longer the run's checkpoint: no one will read it again
-            superseded.pop().unlink(missing_ok=True)
+        for relpath in superseded:  # no longer the run's checkpoint: no one will read it again
+            ctx.store.delete(relpath)
 
     batches_per_epoch = -(-len(data.x_train) // spec.batch_size)
 
@@ -95,27 +93,27 @@ def run_train(ctx: RunContext) -> None:
 
 
 def _stored(ctx: RunContext, relpath: str) -> tuple[str, str, int]:
-    path = ctx.store.absolute(relpath)
-    return relpath, sha256_file(path), path.stat().st_size
+    stored = ctx.store.store_scratch(relpath)
+    return stored.path, stored.sha256, stored.size
 
 
 def verified_checkpoint(ctx: RunContext, run_id: str, state_rel: str) -> Path:
-    """The state file ``state_rel`` of run ``run_id``, after checking it and the model file it names
-    against the sha256 the database recorded for them (:class:`ArtifactError` naming the file if not)."""
+    """A local copy of the state file ``state_rel`` of run ``run_id``, beside a local copy of the model
+    file it names, both checked against the sha256 the database recorded for them
+    (:class:`ArtifactError` naming the file if not)."""
     from worker.experiments.checkpoints import read_state_file
 
     with ctx.db.session(readonly=True) as s:
         state_art = repo.artifact_at(s, run_id, state_rel)
         if state_art is None:
             raise ArtifactError(state_rel, f"not recorded as an artifact of run {run_id}")
-        ctx.store.verify(state_rel, state_art.sha256)
-        model_file = read_state_file(ctx.store.absolute(state_rel)).model_file
-        model_rel = f"{state_rel.rsplit('/', 1)[0]}/{model_file}"
+        state_file = ctx.store.local_copy(state_rel, state_art.sha256)
+        model_rel = f"{state_rel.rsplit('/', 1)[0]}/{read_state_file(state_file).model_file}"
         model_art = repo.artifact_at(s, run_id, model_rel)
         if model_art is None:
             raise ArtifactError(model_rel, f"not recorded as an artifact of run {run_id}")
-        ctx.store.verify(model_rel, model_art.sha256)
-    return ctx.store.absolute(state_rel)
+    ctx.store.local_copy(model_rel, model_art.sha256)  # lands beside the state file (ArtifactStore doc)
+    return state_file
 
 
 def _png(array: object) -> bytes:
@@ -146,9 +144,9 @@ def resolve_image(ctx: RunContext, image: str, sha256: str | None = None) -> str
     copy is checked against the sha256 recorded at submit (:class:`ArtifactError` naming it if not)."""
     if image.startswith(ARTIFACT_IMAGE_PREFIX):
         relpath = image[len(ARTIFACT_IMAGE_PREFIX) :]
-        if sha256:
-            ctx.store.verify(relpath, sha256)
-        return str(ctx.store.absolute(relpath))
+        if not sha256:
+            raise ArtifactError(relpath, "staged without a recorded sha256; submit the plan again")
+        return str(ctx.store.local_copy(relpath, sha256))
     return image
 
 
@@ -180,8 +178,9 @@ def run_report(ctx: RunContext) -> None:
     # A snapshot in a short read-only transaction; figures are drawn after it ended, so a slow report
     # never holds a lock a training needs.
     with ctx.db.session(readonly=True) as s:
-        data = load_report_data(s, ctx.store.root, spec.sweep_id)
-    out_dir = ctx.store.absolute(f"{ctx.attempt_dir()}/report")
+        data = load_report_data(s, ctx.store, spec.sweep_id)
+    report_rel = f"{ctx.attempt_dir()}/report"
+    out_dir = ctx.store.scratch_path(f"{report_rel}/report.html").parent
 
     def before_figure() -> None:
         if ctx.should_stop():
@@ -189,7 +188,7 @@ def run_report(ctx: RunContext) -> None:
 
     result = render_report(data, out_dir, before_figure=before_figure)
     for path in result.paths:
-        relpath = Path(path).resolve().relative_to(ctx.store.root.resolve()).as_posix()
+        relpath = f"{report_rel}/{Path(path).relative_to(out_dir).as_posix()}"
         kind = ArtifactKind.REPORT if relpath.endswith((".html", ".md")) else ArtifactKind.FIGURE
         ctx.register_file(relpath, kind)
 
@@ -200,17 +199,14 @@ def publish_report(ctx: RunContext) -> None:
     Called only after the attempt's fenced finish succeeded: a superseded attempt can never finish, so
     it can never publish an older snapshot over the winner's report.
     """
-    from report.build import default_out_dir
-
     spec = ReportSpec.from_dict(ctx.spec)
     with ctx.db.session(readonly=True) as s:
-        files = [a.path for a in repo.artifacts_of(s, ctx.run_id)]
-    target = default_out_dir(ctx.store.root, spec.sweep_id)
-    for relpath in files:
+        files = [(a.path, a.sha256) for a in repo.artifacts_of(s, ctx.run_id)]
+    target = ctx.store.sweep_report_dir(spec.sweep_id)
+    for relpath, sha256 in files:
         name = relpath.rsplit("/", 1)[-1]
-        ctx.store.write_file(
-            target.relative_to(ctx.store.root).joinpath(name).as_posix(), ctx.store.absolute(relpath)
-        )
+        # The published copy is the one key rewritten: each report of the sweep replaces the last.
+        ctx.store.write_file(f"{target}/{name}", ctx.store.local_copy(relpath, sha256), replace=True)
 
 
 RUNNERS: dict[RunKind, Callable[[RunContext], None]] = {

@@ -40,20 +40,21 @@ def clear_artifacts(s: Session, run_id: str, *, fence: int) -> None:
 
 def commit_checkpoint_files(
     s: Session, run_id: str, *, fence: int, files: Sequence[tuple[str, str, int]]
-) -> None:
+) -> list[str]:
     """Record ``files`` (path, sha256, size) as the run's checkpoint artifacts, replacing the records of
-    every older checkpoint (which its writer prunes once this commits). Fenced like every write."""
+    every older checkpoint. Fenced like every write. Returns the paths no longer recorded: the caller
+    deletes them from the store once this transaction committed (never before: until then they are
+    the run's checkpoint)."""
     _fenced(s, run_id, fence)
     keep = [path for path, _, _ in files]
-    s.execute(
-        delete(Artifact).where(
-            Artifact.run_id == run_id, Artifact.kind == ArtifactKind.CHECKPOINT, Artifact.path.not_in(keep)
-        )
-    )
+    older = (Artifact.run_id == run_id, Artifact.kind == ArtifactKind.CHECKPOINT, Artifact.path.not_in(keep))
+    superseded = list(s.scalars(select(Artifact.path).where(*older)))
+    s.execute(delete(Artifact).where(*older))
     for path, sha256, size in files:
         add_artifact(
             s, run_id, fence=fence, kind=ArtifactKind.CHECKPOINT, path=path, sha256=sha256, size=size
         )
+    return superseded
 
 
 def artifact_at(s: Session, run_id: str, path: str) -> Artifact | None:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
+from storage.folder_store import FolderStore
 from tests.integration.harness import Stack, kill_worker, run_state, wait_for
 from tests.integration.test_recovery import submit_training, wait_until_ended
 
@@ -40,7 +40,7 @@ def _kill_mid_save_or_after_commit(stack: Stack, run_id: str, worker: str, mid_s
         what=f"{worker} to claim the run",
         on_timeout=lambda: stack.log_of(worker),
     )
-    store = ArtifactStore(stack.settings.artifacts_dir)
+    store = FolderStore(stack.settings.artifacts_dir)
     folder = store.absolute(f"{store.attempt_dir(run_id, fence)}/checkpoint")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -64,7 +64,7 @@ def test_sigkills_around_checkpoint_commits_then_gc_leaves_only_referenced_files
     assert state["status"] == "succeeded", state["error"]
     assert state["epochs"] == list(range(1, EPOCHS + 1))
 
-    store = ArtifactStore(server_stack.settings.artifacts_dir)
+    store = FolderStore(server_stack.settings.artifacts_dir)
     listed = {f.path for f in store.list_files(store.run_dir(run_id))}
     referenced = set(state["artifacts"])
     assert referenced <= listed

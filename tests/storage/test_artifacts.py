@@ -7,23 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from storage.artifacts import ArtifactStore, sha256_file
+from storage.artifacts import sha256_file
 from storage.errors import ArtifactError
+from storage.folder_store import FolderStore
 
 
 @pytest.fixture
-def store(convlab_home: Path) -> ArtifactStore:
-    return ArtifactStore(convlab_home / "artifacts")
+def store(convlab_home: Path) -> FolderStore:
+    return FolderStore(convlab_home / "artifacts")
 
 
-def test_write_and_read_back(store: ArtifactStore, tmp_path: Path) -> None:
+def test_write_and_read_back(store: FolderStore, tmp_path: Path) -> None:
     stored = store.write_bytes("r-1/weights.bin", b"abc")
     assert stored.path == "r-1/weights.bin" and stored.size == 3
     assert store.read_bytes("r-1/weights.bin", stored.sha256) == b"abc"
     assert sha256_file(store.absolute("r-1/weights.bin")) == stored.sha256
     assert store.absolute(store.run_dir("r-1")) == store.root / "runs" / "r-1"
     assert store.attempt_dir("r-1", 3) == "runs/r-1/attempt-3"
-    again = store.write_bytes("r-1/weights.bin", b"abcd")  # replaces atomically
+    assert store.write_bytes("r-1/weights.bin", b"abc") == stored  # a retried write: done
+    with pytest.raises(ArtifactError, match="written once"):
+        store.write_bytes("r-1/weights.bin", b"abcd")
+    again = store.write_bytes("r-1/weights.bin", b"abcd", replace=True)  # replaces atomically
     assert store.read_bytes("r-1/weights.bin", again.sha256) == b"abcd"
     src = tmp_path / "src.png"
     src.write_bytes(b"\x89PNG" * 1000)
@@ -32,7 +36,7 @@ def test_write_and_read_back(store: ArtifactStore, tmp_path: Path) -> None:
     assert not [p for p in store.absolute("r-1").rglob("*.tmp")]
 
 
-def test_corrupted_artifact_names_the_file(store: ArtifactStore) -> None:
+def test_corrupted_artifact_names_the_file(store: FolderStore) -> None:
     stored = store.write_bytes("r-1/ckpt.keras", b"good weights")
     store.absolute("r-1/ckpt.keras").write_bytes(b"flipped bits")
     with pytest.raises(ArtifactError, match="r-1/ckpt.keras") as info:
@@ -42,7 +46,7 @@ def test_corrupted_artifact_names_the_file(store: ArtifactStore) -> None:
         store.verify("r-1/ckpt.keras", stored.sha256)
 
 
-def test_missing_artifact_names_the_file(store: ArtifactStore) -> None:
+def test_missing_artifact_names_the_file(store: FolderStore) -> None:
     with pytest.raises(ArtifactError, match="r-1/gone.png") as info:
         store.read_bytes("r-1/gone.png", "0" * 64)
     assert "missing" in str(info.value)
@@ -51,14 +55,14 @@ def test_missing_artifact_names_the_file(store: ArtifactStore) -> None:
 @pytest.mark.parametrize(
     "name", ["../x", "/etc/passwd", "a/../../b", "a/./b", "a\\b", "a\x00b", "", "a//b", "~/x", ".."]
 )
-def test_path_traversal_is_rejected(store: ArtifactStore, name: str) -> None:
+def test_path_traversal_is_rejected(store: FolderStore, name: str) -> None:
     with pytest.raises(ArtifactError):
         store.write_bytes(name, b"x")
     with pytest.raises(ArtifactError):
         store.absolute(name)
 
 
-def test_symlink_out_of_the_root_is_rejected(store: ArtifactStore, tmp_path: Path) -> None:
+def test_symlink_out_of_the_root_is_rejected(store: FolderStore, tmp_path: Path) -> None:
     store.root.mkdir(parents=True)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -81,7 +85,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_written_files_get_the_same_mode_as_open(store: ArtifactStore, tmp_path: Path, umask: int) -> None:
+def test_written_files_get_the_same_mode_as_open(store: FolderStore, tmp_path: Path, umask: int) -> None:
     folder = store.absolute("r-1")
     folder.mkdir(parents=True)
     with open(folder / "plain.bin", "wb") as fh:  # as Keras's model.save and the report write files
@@ -94,7 +98,7 @@ def test_written_files_get_the_same_mode_as_open(store: ArtifactStore, tmp_path:
     src.write_bytes(b"y")
     src.chmod(0o600)  # as tempfile.mkstemp leaves a file: its mode must not be passed on
     store.write_file("r-1/copied.bin", src)
-    store.write_bytes("r-1/plain.bin", b"replaced")  # replacing a file made by open()
+    store.write_bytes("r-1/plain.bin", b"replaced", replace=True)  # replacing a file made by open()
 
     modes = {p.name: _mode(p) for p in folder.iterdir()}
     assert modes == {"plain.bin": expected, "bytes.bin": expected, "copied.bin": expected}
@@ -136,7 +140,7 @@ def test_a_write_that_finds_the_disk_full_fails_in_one_line_and_leaves_nothing(t
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * 2_000_000)
     with small_filesystem(tmp_path / "small", 1) as small:
-        store = ArtifactStore(small / "artifacts")
+        store = FolderStore(small / "artifacts")
         for write in (
             lambda: store.write_bytes("runs/r-1/attempt-1/big.png", b"\0" * 2_000_000),
             lambda: store.write_file("runs/r-1/attempt-1/big.png", big),
@@ -148,7 +152,7 @@ def test_a_write_that_finds_the_disk_full_fails_in_one_line_and_leaves_nothing(t
             assert store.list_files() == []  # the temporary file is gone
 
 
-def test_listing_and_deleting(store: ArtifactStore) -> None:
+def test_listing_and_deleting(store: FolderStore) -> None:
     store.write_bytes("runs/r-1/attempt-2/checkpoint/model-e0001.keras", b"abc")
     store.write_bytes("inputs/x.jpg", b"de")
     listed = store.list_files()

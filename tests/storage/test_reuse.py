@@ -18,6 +18,7 @@ from orchestrator.submit import Submitted, create_sweep, plan_work
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database
+from storage.folder_store import FolderStore
 from storage.models import ArtifactKind, RunKind, RunStatus
 from tests.storage.helpers import make_run, start
 from worker.dispatch import fail_blocked
@@ -28,7 +29,7 @@ EPOCH = {"phase": "train", "accuracy": 0.5, "val_loss": 1.2, "val_accuracy": 0.4
 
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "artifacts")
+    return FolderStore(tmp_path / "artifacts")
 
 
 def submit(db: Database, store: ArtifactStore, plan: Plan, *, force: bool = False) -> Submitted:

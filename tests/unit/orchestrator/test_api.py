@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.results import model_path
-from storage.models import RunStatus
+from storage.artifacts import sha256_file
+from storage.folder_store import FolderStore
+from storage.models import Artifact, ArtifactKind, RunStatus
 from tests.unit.orchestrator.results_db import Planned, add_reused, add_sweep, database, epoch_record
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,7 +79,24 @@ def test_a_notebook_reads_a_sweep_and_loads_a_model_and_only_then_imports_tensor
         str(path),
     )
     assert built.returncode == 0, built.stderr
-    assert model_path(settings.artifacts_dir, checkpoint) == path
+    model_rel = path.relative_to(settings.artifacts_dir).as_posix()
+    with db.session() as s:  # record both files with their checksums, as the worker's commit does
+        for rel in (str(checkpoint), model_rel):
+            file = settings.artifacts_dir / rel
+            s.add(
+                Artifact(
+                    run_id=ids["scratch"],
+                    path=rel,
+                    kind=ArtifactKind.CHECKPOINT,
+                    sha256=sha256_file(file),
+                    bytes=file.stat().st_size,
+                )
+            )
+    with db.session(readonly=True) as s:
+        recorded = {a.path: a.sha256 for a in repo.artifacts_of(s, ids["scratch"])}
+    store = FolderStore(settings.artifacts_dir)
+    assert model_path(store, checkpoint, recorded) == path
+    assert model_path(store, checkpoint, {**recorded, model_rel: "0" * 64}) is None  # damaged: no model
 
     done = _python("-c", SCRIPT, str(home), ids["sweep"])
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ from contract.records import EpochRecord
 from contract.settings import load_settings
 from orchestrator.cli import main
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
 from storage.db import get_database, reset_databases
+from storage.folder_store import FolderStore
 from storage.models import ArtifactKind, EpochMetric, Run, RunKind, RunStatus
 
 EPOCH_VALUES = {"phase": "train", "accuracy": 0.5, "val_loss": 1.2, "val_accuracy": 0.4, "lr": 1e-4}
@@ -33,7 +33,7 @@ def _finished_training(home: Path) -> tuple[str, str, str]:
     """A succeeded 2-epoch training with its checkpoint and a visualization with one image, as a worker
     leaves them. Returns (training id, visualization id, sweep id)."""
     settings = load_settings()
-    db, store = get_database(settings), ArtifactStore(settings.artifacts_dir)
+    db, store = get_database(settings), FolderStore(settings.artifacts_dir)
     with db.session() as s:
         sweep = repo.create_sweep(s, plan="all", profile="smoke", overrides={}, code_version="t").id
         train = repo.create_run(

@@ -10,6 +10,7 @@ from orchestrator.gc import RunState, find_garbage, grace_seconds, is_garbage, r
 from storage import repository as repo
 from storage.artifacts import ArtifactStore, ListedFile
 from storage.db import Database
+from storage.folder_store import FolderStore
 from storage.models import RunStatus
 from tests.storage.helpers import make_run, start
 
@@ -31,7 +32,7 @@ def _garbage(db: Database, store: ArtifactStore) -> list[str]:
 
 def test_a_live_attempts_fresh_unreferenced_files_are_kept(db: Database, tmp_path: Path) -> None:
     """Written, not yet committed: the window every checkpoint and image goes through."""
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     with db.session() as s:
         run_id = make_run(s).id
         fence = start(s, run_id)
@@ -44,7 +45,7 @@ def test_a_live_attempts_fresh_unreferenced_files_are_kept(db: Database, tmp_pat
 def test_a_superseded_attempts_unreferenced_files_go_its_committed_checkpoint_stays(
     db: Database, tmp_path: Path
 ) -> None:
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     with db.session() as s:
         run_id = make_run(s).id
         first = start(s, run_id)
@@ -74,7 +75,7 @@ def test_a_superseded_attempts_unreferenced_files_go_its_committed_checkpoint_st
 
 
 def test_a_finished_runs_leftovers_go_with_the_folders_they_leave_empty(db: Database, tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     with db.session() as s:
         run_id = make_run(s).id
         fence = start(s, run_id)
@@ -89,7 +90,7 @@ def test_a_finished_runs_leftovers_go_with_the_folders_they_leave_empty(db: Data
 
 
 def test_only_the_runs_asked_for_are_looked_at(db: Database, tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     with db.session() as s:
         ids = [make_run(s, label="a").id, make_run(s, label="b").id]  # queued, never claimed: fence 0
     for run_id in ids:
@@ -103,7 +104,7 @@ def _rule(
 ) -> bool:
     now = time.time()
     file = ListedFile(path, 10, now - age)
-    store = ArtifactStore(Path("/nonexistent"))
+    store = FolderStore(Path("/nonexistent"))
     return is_garbage(
         file, runs=runs, referenced=set(referenced), now=now, grace=grace_seconds(LEASE), store=store
     )
@@ -129,7 +130,7 @@ def test_the_rule_for_each_kind_of_file() -> None:
 def test_stale_temporary_files_outside_runs_go_fresh_ones_and_inputs_stay(
     db: Database, tmp_path: Path
 ) -> None:
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     _write(store, "inputs/0123456789abcdef.jpg")
     for name in (
         "inputs/.staging.old.tmp",

@@ -13,7 +13,7 @@ from click.testing import Result
 
 from orchestrator import host, preflight
 from orchestrator.submit import stage_image
-from storage.artifacts import ArtifactStore
+from storage.folder_store import FolderStore
 from tests.datagen import write_tiny_cifar10
 from tests.unit.orchestrator.test_cli import invoke, nothing_written
 
@@ -198,7 +198,7 @@ def _photo(tmp_path: Path) -> Path:
 
 def test_stage_image_returns_the_sha256_of_the_staged_bytes(tmp_path: Path) -> None:
     photo = _photo(tmp_path)
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     reference, sha256 = stage_image(store, photo)
     expected = hashlib.sha256(photo.read_bytes()).hexdigest()
     assert sha256 == expected and reference == f"artifact:inputs/{expected[:16]}.jpg"
@@ -209,7 +209,7 @@ def test_stage_image_returns_the_sha256_of_the_staged_bytes(tmp_path: Path) -> N
 
 def test_concurrent_stagings_never_share_a_temporary_file(tmp_path: Path) -> None:
     photo = _photo(tmp_path)
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     results: list[tuple[str, str]] = []
     threads = [threading.Thread(target=lambda: results.append(stage_image(store, photo))) for _ in range(8)]
     for t in threads:
@@ -223,7 +223,7 @@ def test_concurrent_stagings_never_share_a_temporary_file(tmp_path: Path) -> Non
 
 def test_a_damaged_staged_copy_is_replaced(tmp_path: Path) -> None:
     photo = _photo(tmp_path)
-    store = ArtifactStore(tmp_path / "artifacts")
+    store = FolderStore(tmp_path / "artifacts")
     reference, sha256 = stage_image(store, photo)
     staged = store.absolute(reference.removeprefix("artifact:"))
     staged.write_bytes(b"truncated")

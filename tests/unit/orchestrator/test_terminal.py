@@ -31,6 +31,7 @@ from orchestrator.services import live_workers
 from storage import repository as repo
 from storage.artifacts import ArtifactStore
 from storage.db import Database, get_database, reset_databases
+from storage.folder_store import FolderStore
 from storage.models import RunKind, RunStatus
 from tests.datagen import write_tiny_cifar10
 
@@ -232,7 +233,7 @@ def _plain(renderable: object) -> str:
 
 
 def test_status_of_a_run_shows_its_settings_files_model_and_tries(home: Path, db: Database) -> None:
-    store = ArtifactStore(load_settings().artifacts_dir)
+    store = FolderStore(load_settings().artifacts_dir)
     with db.session() as s:
         sweep = repo.create_sweep(s, plan="all", profile="smoke", overrides={}, code_version="t").id
         spec = {"regime": "scratch", "epochs": 5, "lr": 1e-4, "batch_size": 32}

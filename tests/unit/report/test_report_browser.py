@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from report import build_report
+from storage.folder_store import FolderStore
 from tests.services import service_missing
 from tests.unit.report.sweeps import MakeSweep, complete_sweep
 
@@ -72,7 +73,7 @@ def test_report_renders_in_headless_chromium(
     b.train("finetune", 1, epochs=20, done=4, status="failed", error="boom: worker lost")
     b.session.commit()
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
 
     shot = tmp_path / "shot.png"
     done = _run(

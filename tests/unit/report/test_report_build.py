@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from report import NoSweepError, ReportError, UnknownSweepError, build_report
 from report.data import load_report_data
 from report.figures import accuracy_figure
+from storage.folder_store import FolderStore
 from tests.unit.report.sweeps import T0, MakeSweep, complete_sweep
 
 FIGURES = [
@@ -38,7 +39,7 @@ def test_complete_sweep_writes_every_figure_as_png_and_pdf(
 ) -> None:
     complete_sweep(make_sweep())
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
     out = artifacts_root / "sweeps" / "s-test000001" / "report"
     assert result.out_dir == out and result.sweep_id == "s-test000001"
     for stem in FIGURES:
@@ -57,7 +58,7 @@ def test_fig1_has_train_and_validation_line_per_regime_and_phase_marker(
 ) -> None:
     complete_sweep(make_sweep())
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     spec = accuracy_figure(data)
     ax = spec.figure.axes[0]
     labels = [str(line.get_label()) for line in ax.get_lines()]
@@ -76,7 +77,7 @@ def test_several_seeds_draw_mean_and_min_max_band(
 ) -> None:
     complete_sweep(make_sweep(), seeds=3, epochs=12)
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     spec = accuracy_figure(data)
     ax = spec.figure.axes[0]
     assert len(ax.collections) == 6  # a band for E and V of each regime
@@ -102,7 +103,7 @@ def test_partial_sweep_shows_running_curves_errors_and_placeholders(
     photo = b.visualize("photo", status="failed", error="FileNotFoundError: photos/dog.jpg")
     b.session.commit()
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
     html = result.html.read_text()
     md = result.markdown.read_text()
     for text in (html, md):
@@ -123,7 +124,7 @@ def test_partial_sweep_shows_running_curves_errors_and_placeholders(
     assert f"{photo.id} [failed]" in html
     # The running ImageNet run still has its curve so far in Fig. 1.
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     labels = [line.get_label() for line in accuracy_figure(data).figure.axes[0].get_lines()]
     assert "Imag. V (running)" in labels and "FT V (failed)" in labels
 
@@ -137,7 +138,7 @@ def test_placeholder_names_failed_visualization_error(
     photo = b.visualize("photo", status="failed", error="FileNotFoundError: photos/dog.jpg")
     b.session.commit()
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     spec = layers_figure(data, 8, "photo")
     assert spec.placeholder
     text = " ".join(t.get_text() for t in spec.figure.texts).replace("\n", " ")
@@ -152,10 +153,10 @@ def test_unknown_sweep_id_and_empty_database_raise_clear_errors(
     make_sweep: MakeSweep, db: sessionmaker[Session], artifacts_root: Path
 ) -> None:
     with db() as session, pytest.raises(NoSweepError, match="no sweep"):
-        build_report(session, artifacts_root)
+        build_report(session, FolderStore(artifacts_root))
     complete_sweep(make_sweep())
     with db() as session, pytest.raises(UnknownSweepError, match="s-nope") as info:
-        build_report(session, artifacts_root, sweep_id="s-nope")
+        build_report(session, FolderStore(artifacts_root), sweep_id="s-nope")
     assert isinstance(info.value, ValueError) and isinstance(info.value, ReportError)
 
 
@@ -165,8 +166,8 @@ def test_default_is_latest_sweep_and_out_dir_can_be_chosen(
     complete_sweep(make_sweep("s-old", created_at=T0))
     make_sweep("s-new", created_at=T0 + timedelta(days=1)).session.commit()
     with db() as session:
-        assert build_report(session, artifacts_root, out_dir=tmp_path / "o1").sweep_id == "s-new"
-        old = build_report(session, artifacts_root, sweep_id="s-old", out_dir=tmp_path / "o2")
+        assert build_report(session, FolderStore(artifacts_root), out_dir=tmp_path / "o1").sweep_id == "s-new"
+        old = build_report(session, FolderStore(artifacts_root), sweep_id="s-old", out_dir=tmp_path / "o2")
     assert old.sweep_id == "s-old" and old.html == tmp_path / "o2" / "report.html"
 
 
@@ -180,8 +181,8 @@ def test_reused_run_reads_the_original_runs_metrics(
     reuser = second.train("scratch", 0, epochs=10, reuse=original)
     second.session.commit()
     with db() as session:
-        data = load_report_data(session, artifacts_root, "s-second")
-        result = build_report(session, artifacts_root, "s-second")
+        data = load_report_data(session, FolderStore(artifacts_root), "s-second")
+        result = build_report(session, FolderStore(artifacts_root), "s-second")
     (run,) = data.train["scratch"]
     assert run.run.id == reuser.id and run.run.source_id == original.id
     assert len(run.epochs) == 10 and run.final_val_accuracy == pytest.approx(0.5, abs=0.03)
@@ -193,7 +194,7 @@ def test_html_is_self_contained(
 ) -> None:
     complete_sweep(make_sweep())
     with db() as session:
-        html = build_report(session, artifacts_root).html.read_text()
+        html = build_report(session, FolderStore(artifacts_root)).html.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
     assert "http://" not in html and "https://" not in html
     assert "@import" not in html and "url(" not in html
@@ -208,7 +209,7 @@ def test_markdown_references_figures_by_relative_name(
 ) -> None:
     complete_sweep(make_sweep())
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
     md = result.markdown.read_text()
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert refs == [f"{s}.png" for s in FIGURES]
@@ -224,7 +225,7 @@ def test_one_provenance_block_per_section(
     b.visualize("random")
     b.session.commit()
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
     html, md = result.html.read_text(), result.markdown.read_text()
     assert html.count('class="prov"') == 2  # Exercise 3 (figures + results), Exercise 4
     assert md.count("> **runs:**") == 2

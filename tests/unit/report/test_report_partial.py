@@ -13,6 +13,7 @@ from report import build_report
 from report.data import load_report_data
 from report.figures import accuracy_figure, loss_figure
 from report.tables import results_table
+from storage.folder_store import FolderStore
 from storage.models import RunStatus
 from tests.unit.report.sweeps import T0, MakeSweep
 
@@ -36,8 +37,8 @@ def test_a_cancelled_run_is_listed_as_cancelled_and_no_conclusion_is_judged_on_i
 ) -> None:
     _, imagenet, random = _partial_sweep(make_sweep)
     with db() as session:
-        result = build_report(session, artifacts_root)
-        data = load_report_data(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
+        data = load_report_data(session, FolderStore(artifacts_root))
         table = results_table(data)
     # The report keeps the enum's members, not strings.
     assert {t.run.status for t in data.trainings} == {RunStatus.SUCCEEDED, RunStatus.CANCELLED}
@@ -72,7 +73,7 @@ def test_failed_and_cancelled_runs_are_said_apart(
     cancelled = b.train("finetune", 0, epochs=8, done=1, status="cancelled", error="cancelled by request")
     b.session.commit()
     with db() as session:
-        md = build_report(session, artifacts_root).markdown.read_text()
+        md = build_report(session, FolderStore(artifacts_root)).markdown.read_text()
     failures = md.split("## Failures", 1)[1].split("## ", 1)[0]
     cancelled_part = md.split("## Cancelled", 1)[1].split("## ", 1)[0]
     assert failed.id in failures and cancelled.id not in failures
@@ -89,7 +90,7 @@ def test_conclusions_stand_on_the_finished_seeds_and_say_which_were_left_out(
     b.train("imagenet", 1, epochs=8, done=2, status="cancelled", final=0.10)  # would sink the mean
     b.session.commit()
     with db() as session:
-        beats, _ = results_table(load_report_data(session, artifacts_root)).conclusions
+        beats, _ = results_table(load_report_data(session, FolderStore(artifacts_root))).conclusions
     assert beats.holds is True
     assert "ImageNet 70.0 % vs random 30.0 %" in beats.detail and "1 unfinished run left out" in beats.detail
 
@@ -107,8 +108,8 @@ def test_wall_time_of_a_resumed_run_leaves_out_the_wait_before_retry(
     once.finished_at = T0 + timedelta(seconds=8 * 30 + 15)  # 15 s of start-up before the first epoch
     b.session.commit()
     with db() as session:
-        data = load_report_data(session, artifacts_root)
-        md = build_report(session, artifacts_root).markdown.read_text()
+        data = load_report_data(session, FolderStore(artifacts_root))
+        md = build_report(session, FolderStore(artifacts_root)).markdown.read_text()
     by_regime = {t.regime: t for t in data.trainings}
     assert by_regime["imagenet"].seconds == 8 * 30.0  # its epochs' own time, no ten-hour gap
     assert by_regime["scratch"].seconds == 8 * 30.0 + 15
@@ -126,8 +127,8 @@ def test_fig1_marks_chance_and_the_seeds_values_for_paper_only(
             b.train(regime, 0, epochs=60)
         b.session.commit()
     with db() as session:
-        paper = load_report_data(session, artifacts_root, "s-paper00001")
-        quick = load_report_data(session, artifacts_root, "s-quick00002")
+        paper = load_report_data(session, FolderStore(artifacts_root), "s-paper00001")
+        quick = load_report_data(session, FolderStore(artifacts_root), "s-quick00002")
     for data, marked in ((paper, True), (quick, False)):
         spec = accuracy_figure(data)
         lines = {str(line.get_label()): line for line in spec.figure.axes[0].get_lines()}
@@ -150,7 +151,7 @@ def test_the_legends_of_figs_1_and_2_sit_beside_the_curves(
         b.train(regime, 0, epochs=60)
     b.session.commit()
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     for spec in (accuracy_figure(data), loss_figure(data)):
         fig = spec.figure
         fig.canvas.draw()

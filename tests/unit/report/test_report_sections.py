@@ -18,6 +18,7 @@ from report import build_report
 from report.build import ReportResult
 from report.data import load_report_data
 from report.settings import settings_table
+from storage.folder_store import FolderStore
 from storage.models import EpochMetric
 from tests.unit.report.sweeps import MakeSweep, SweepBuilder, complete_sweep
 
@@ -29,7 +30,7 @@ def _text(html: str) -> str:
 
 def _build(db: sessionmaker[Session], root: Path) -> ReportResult:
     with db() as session:
-        return build_report(session, root)
+        return build_report(session, FolderStore(root))
 
 
 def _spec(profile: dict[str, object], regime: str, seed: int = 0) -> dict[str, object]:
@@ -62,7 +63,7 @@ def test_settings_table_lists_every_effective_value_and_marks_overrides(
     b.visualize("random", model=model, spec_extra=VIS_SPEC)
     b.session.commit()
     with db() as session:
-        table = settings_table(load_report_data(session, artifacts_root))
+        table = settings_table(load_report_data(session, FolderStore(artifacts_root)))
     rows = {row.name: row for row in table.rows}
     assert [heading for heading, _ in table.groups] == ["Training", "Visualization", "Environment"]
     expected = {
@@ -109,7 +110,9 @@ def test_a_value_missing_from_an_old_spec_reads_not_recorded(
     b.train("scratch", 0, epochs=5)  # the fixture's spec holds regime, seed and epochs only
     b.session.commit()
     with db() as session:
-        rows = {r.name: r for r in settings_table(load_report_data(session, artifacts_root)).rows}
+        rows = {
+            r.name: r for r in settings_table(load_report_data(session, FolderStore(artifacts_root))).rows
+        }
     assert rows["MobileNet width (alpha)"].value == "not recorded"
     assert rows["Epochs"].value == "5"
 
@@ -172,13 +175,13 @@ def test_differences_to_the_seed_only_for_the_paper_profile(
 ) -> None:
     complete_sweep(make_sweep("s-quick", profile="quick"), epochs=6)
     with db() as session:
-        quick = build_report(session, artifacts_root, "s-quick", tmp_path / "q").html.read_text()
+        quick = build_report(session, FolderStore(artifacts_root), "s-quick", tmp_path / "q").html.read_text()
     assert "Δ final vs seed" not in quick and "Seed reports" not in quick
     assert "35.4 % after 60 epochs" not in quick
     assert "NOT comparable and are not shown" in quick
     complete_sweep(make_sweep("s-paper", profile="paper"), epochs=6)
     with db() as session:
-        paper = build_report(session, artifacts_root, "s-paper", tmp_path / "p").html.read_text()
+        paper = build_report(session, FolderStore(artifacts_root), "s-paper", tmp_path / "p").html.read_text()
     assert "Δ final vs seed (points)" in paper and "35.4 % after 60 epochs" in paper
 
 
@@ -223,7 +226,7 @@ def test_explain_runs_appear_in_a_beyond_the_seed_section(
 ) -> None:
     _explain_sweep(make_sweep)
     with db() as session:
-        data = load_report_data(session, artifacts_root)
+        data = load_report_data(session, FolderStore(artifacts_root))
     assert set(data.train) >= {"scratch", "imagenet", "finetune"}
     assert list(data.variants) == [v.label for v in EXPLAIN_VARIANTS]
     result = _build(db, artifacts_root)
@@ -245,7 +248,9 @@ def test_explain_runs_appear_in_a_beyond_the_seed_section(
 
         labels = [
             str(line.get_label())
-            for line in accuracy_figure(load_report_data(session, artifacts_root)).figure.axes[0].get_lines()
+            for line in accuracy_figure(load_report_data(session, FolderStore(artifacts_root)))
+            .figure.axes[0]
+            .get_lines()
         ]
     assert not any("+" in label for label in labels)
 
@@ -290,5 +295,7 @@ def test_code_a_worker_recorded_is_shown_when_it_differs_from_the_submitted_code
     run.environment = {"code": "0.1.0+src.0123456789ab"}
     b.session.commit()
     with db() as session:
-        rows = {r.name: r for r in settings_table(load_report_data(session, artifacts_root)).rows}
+        rows = {
+            r.name: r for r in settings_table(load_report_data(session, FolderStore(artifacts_root))).rows
+        }
     assert rows["Code"].value == "git:abc1234; the workers ran 0.1.0+src.0123456789ab"

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from report import build_report
 from report.data import load_report_data
 from report.tables import results_table
+from storage.folder_store import FolderStore
 from tests.unit.report.sweeps import MakeSweep, complete_sweep
 
 
 def _table(db: sessionmaker[Session], root: Path):  # noqa: ANN202 - test helper
     with db() as session:
-        return results_table(load_report_data(session, root))
+        return results_table(load_report_data(session, FolderStore(root)))
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,7 @@ def test_other_profiles_say_the_comparison_is_indicative(
     if profile != "paper":
         assert f"Profile '{profile}'" in table.note and "NOT comparable" in table.note
     with db() as session:
-        result = build_report(session, artifacts_root)
+        result = build_report(session, FolderStore(artifacts_root))
     for text in (result.html.read_text(), result.markdown.read_text()):
         assert "(indicative)" in text
         assert "holds" in text  # the qualitative findings are still stated

@@ -9,9 +9,9 @@ import pytest
 
 from contract.settings import load_settings
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
 from storage.db import get_database, reset_databases
 from storage.errors import ArtifactError
+from storage.folder_store import FolderStore
 from storage.models import RunKind
 from worker.context import RunContext
 from worker.experiments.checkpoints import CheckpointState
@@ -28,7 +28,7 @@ def ctx(tmp_path: Path) -> RunContext:
             s, sweep_id=None, kind=RunKind.TRAIN, label="scratch", spec={}, spec_hash="h", seed=1
         ).id
         fence = repo.claim_run(s, run_id, worker="w", device="cpu", lease_seconds=60).fence  # type: ignore[union-attr]
-    store = ArtifactStore(settings.artifacts_dir)
+    store = FolderStore(settings.artifacts_dir)
     context = RunContext(
         settings=settings,
         db=db,

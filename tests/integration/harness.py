@@ -36,12 +36,16 @@ class Stack:
         db.ensure_schema()
         return db
 
+    def host_env(self, home: Path | None) -> dict[str, str]:
+        """The stack's settings as seen from another host: the same services, its own ``home``."""
+        return self.env if home is None else {**self.env, "CONVLAB_HOME": str(home)}
+
     def orchestrator(
-        self, *args: str, timeout: float = 300, check: bool = False
+        self, *args: str, timeout: float = 300, check: bool = False, home: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", *args],
-            env=self.env,
+            env=self.host_env(home),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -49,11 +53,12 @@ class Stack:
             check=check,
         )
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, *extra: str, home: Path | None = None) -> subprocess.Popen[bytes]:
+        """A worker on this host, or with ``home`` on another one (which shares only the services)."""
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "worker", "--name", f"{name}@test", *extra],
-            env=self.env,
+            env=self.host_env(home),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -116,10 +116,10 @@ class ObjectStore(ArtifactStore):
             if "secret" in k.lower() or "password" in k.lower() or k.lower().endswith("token")
         )
         try:
-            self._store = from_url(
+            self._store = from_url(  # type: ignore[call-overload]  # config keys vary by scheme
                 url.rstrip("/"),
                 retry_config={"max_retries": MAX_RETRIES, "retry_timeout": RETRY_TIMEOUT},
-                client_options=client,  # type: ignore[arg-type]  # a ClientConfig
+                client_options=client,
                 **config,
             )
         except BaseError as exc:
@@ -128,7 +128,7 @@ class ObjectStore(ArtifactStore):
     # Errors, in one line each.
 
     def _fail(self, key: str, what: str, exc: BaseException) -> NoReturn:
-        where = f"{self.url}/{key}"
+        where = f"{self.url}/{key}" if key else self.url
         detail = first_line(exc, self._secrets)
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
             raise ArtifactError(key, f"{what} refused at {where} (credentials?): {detail}") from None
@@ -144,9 +144,7 @@ class ObjectStore(ArtifactStore):
     def _put(self, key: str, data: bytes, *, create: bool) -> bool:
         """Upload ``data``; False when ``create`` and the key already exists."""
         try:
-            obstore.put(
-                self._store, key, data, mode="create" if create else "overwrite", use_multipart=False
-            )
+            obstore.put(self._store, key, data, mode="create" if create else "overwrite", use_multipart=False)
         except (AlreadyExistsError, PreconditionError) as exc:
             if create:
                 return False
@@ -285,7 +283,7 @@ class ObjectStore(ArtifactStore):
                 found.append(ListedFile(meta["path"], meta["size"], meta["last_modified"].timestamp()))
         except (BaseError, FileNotFoundError) as exc:
             if not _is_missing(exc):
-                self._fail(key or ".", "listing", exc)
+                self._fail(key or "", "listing", exc)
         return sorted(found, key=lambda f: f.path)
 
     def delete(self, relpath: str) -> None:

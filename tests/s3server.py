@@ -25,6 +25,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,20 +160,27 @@ class S3Server:
             self.stop()
             if not first or attempt == 2:
                 break  # a restart keeps its ports; a port taken meanwhile is a real failure
-        raise RuntimeError(f"weed mini did not answer S3 within {START_TIMEOUT}s; see {self.root / 'weed.log'}")
+        raise RuntimeError(
+            f"weed mini did not answer S3 within {START_TIMEOUT}s; see {self.root / 'weed.log'}"
+        )
 
     def _wait_ready(self) -> bool:
+        """S3 answers, the bucket exists, and an object round-trips: listing alone is answered by the
+        filer before the volume server has registered (GETs then fail with 5xx for a moment, seen on a
+        restart under load). A restart GETs the object its first start PUT."""
         deadline = time.monotonic() + START_TIMEOUT
+        probe, body = ".s3server-ready", b"ready"
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 return False  # exited: a port taken between our check and its bind
             try:
-                status = self.request("GET", "", query="list-type=2&max-keys=1")[0]
+                if self.request("GET", probe) == (200, body):
+                    return True
+                if self.request("GET", "", query="list-type=2&max-keys=1")[0] == 200:
+                    self.request("PUT", probe, body, {"x-amz-checksum-sha256": checksum_header(body)})
             except OSError:
-                status = 0
-            if status == 200:  # S3 answers and the bucket exists
-                return True
+                pass
             time.sleep(0.1)
         return False
 
@@ -211,7 +219,7 @@ class S3Server:
         now = dt.datetime.now(dt.UTC)
         amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
         host = f"127.0.0.1:{self.ports['s3']}"
-        path = "/" + self.bucket + ("/" + urllib.request.quote(key) if key else "")
+        path = "/" + self.bucket + ("/" + urllib.parse.quote(key) if key else "")
         all_headers = {
             "host": host,
             "x-amz-date": amz_date,

@@ -30,7 +30,7 @@ MB = 1 << 20
 class Backend:
     store: ArtifactStore
     #: Overwrite a key's stored bytes behind the store's back (bit rot, a foreign writer).
-    tamper: Callable[[str, bytes], None]
+    tamper: Callable[[str, bytes], object]
 
 
 def _object_store(server: S3Server, prefix: str, tmp: Path, **kwargs: Any) -> ObjectStore:
@@ -53,9 +53,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     prefix: str = request.getfixturevalue("s3_prefix")
     options = server.options()
     raw = from_url(server.url(prefix), client_options={"allow_http": options.pop("allow_http")}, **options)
-    return Backend(
-        _object_store(server, prefix, tmp_path), lambda key, data: obstore.put(raw, key, data)
-    )
+    return Backend(_object_store(server, prefix, tmp_path), lambda key, data: obstore.put(raw, key, data))
 
 
 @pytest.fixture

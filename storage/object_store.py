@@ -63,22 +63,40 @@ MESSAGE_LIMIT = 200
 _PROBE_FOLDER = ".convlab-probe"
 _XML = re.compile(r"\s*<\?xml.*$", re.DOTALL)
 _CLIENT_ERROR = re.compile(r"status code: 4\d\d")
+_STATUS = re.compile(r"status code: (\d{3}[^:<]*)")
+_S3_CODE = re.compile(r"<Code>([^<]{1,64})</Code>")
+_RETRIED = re.compile(r" in ([0-9.]+\S*), after (\d+) retries.*? - (.+)$")
 
 
 def first_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
-    """The first line of an obstore message, without its XML body, cut to :data:`MESSAGE_LIMIT`, with any
-    secret hidden (none is known to appear; this is a second fence)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = _XML.sub("", text).rstrip(" :")
+    """What an obstore error says, in one short line: the HTTP status and S3 error code when the server
+    answered (``HTTP 403 Forbidden (SignatureDoesNotMatch)``), the cause and the retries when it did not
+    (``error sending request (after 3 retries in 0.6s)``), else the first line without its XML body; cut
+    to :data:`MESSAGE_LIMIT`, any secret hidden (none is known to appear: a second fence). The URL and key
+    are not repeated: the caller names them."""
+    full = str(exc).strip()
+    line = full.splitlines()[0] if full else type(exc).__name__
+    if status := _STATUS.search(line):
+        code = _S3_CODE.search(full)
+        text = f"HTTP {status[1].strip()}" + (f" ({code[1]})" if code else "")
+    elif retried := _RETRIED.search(line):
+        text = f"{retried[3].strip()} (after {retried[2]} retries in {retried[1]})"
+    else:
+        text = _XML.sub("", line).rstrip(" :")
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
 
 
+def _no_bucket(exc: BaseException) -> bool:
+    return "NoSuchBucket" in str(exc) or "NoSuchContainer" in str(exc)
+
+
 def _is_missing(exc: BaseException) -> bool:
-    # obstore raises the builtin FileNotFoundError for a missing object (NotFoundError for some stores).
-    return isinstance(exc, FileNotFoundError | NotFoundError)
+    """A missing object (not a missing bucket, which S3 also answers with 404). obstore raises the
+    builtin FileNotFoundError for it (NotFoundError for some stores)."""
+    return isinstance(exc, FileNotFoundError | NotFoundError) and not _no_bucket(exc)
 
 
 class ObjectStore(ArtifactStore):
@@ -130,6 +148,8 @@ class ObjectStore(ArtifactStore):
     def _fail(self, key: str, what: str, exc: BaseException) -> NoReturn:
         where = f"{self.url}/{key}" if key else self.url
         detail = first_line(exc, self._secrets)
+        if _no_bucket(exc):
+            raise ArtifactError(key, f"bucket missing at {self.url}: {detail}") from None
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
             raise ArtifactError(key, f"{what} refused at {where} (credentials?): {detail}") from None
         if _is_missing(exc):
@@ -314,10 +334,6 @@ class ObjectStore(ArtifactStore):
             got = bytes(obstore.get(self._store, key).bytes())
             obstore.delete(self._store, key)
         except (BaseError, FileNotFoundError) as exc:
-            if "NoSuchBucket" in str(exc) or "bucket does not exist" in str(exc).lower():
-                raise ArtifactError(
-                    key, f"bucket missing at {self.url}: {first_line(exc, self._secrets)}"
-                ) from None
             self._fail(key, "access check", exc)
         if got != body:
             raise ArtifactError(key, f"access check at {self.url}/{key}: read back other bytes than written")

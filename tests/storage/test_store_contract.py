@@ -334,6 +334,7 @@ def test_a_wrong_secret_is_one_line(s3_server: S3Server, s3_prefix: str, tmp_pat
         message = str(info.value)
         assert not isinstance(info.value, StoreUnavailable)
         assert "\n" not in message and store.url in message and "refused" in message
+        assert "HTTP 403" in message
         assert "not-the-secret-1234" not in message and s3_server.secret_key not in message
 
 
@@ -345,9 +346,10 @@ def test_a_missing_bucket_is_named(s3_server: S3Server, tmp_path: Path) -> None:
         cache_limit_bytes=MB,
         options=s3_server.options(),
     )
-    with pytest.raises(ArtifactError, match="bucket missing at s3://no-such-bucket-here/p") as info:
-        store.check_access()
-    assert "\n" not in str(info.value)
+    for attempt in (store.check_access, lambda: store.read_bytes("a.bin", "0" * 64)):
+        with pytest.raises(ArtifactError, match="bucket missing at s3://no-such-bucket-here/p") as info:
+            attempt()
+        assert "\n" not in str(info.value) and "NoSuchBucket" in str(info.value)
 
 
 def test_credentials_from_the_environment(

@@ -35,6 +35,11 @@ class ArtifactError(StorageError):
         self.reason = reason
 
 
+class StoreUnavailable(ArtifactError):
+    """The artifact store could not be reached (or kept failing) within its bounded retries: the store is
+    down, not the artifact damaged, so the attempt may be retried later and nothing is to be repaired."""
+
+
 class DatabaseUnavailable(StorageError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)

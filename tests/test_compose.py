@@ -577,6 +577,43 @@ def test_the_hubs_redis_answers_only_with_the_password(tmp_path: Path) -> None:
         proc.wait(timeout=30)
 
 
+def _documented_folder_override(tmp_path: Path, *, join: bool) -> Path:
+    """The docker-compose.override.yml of docs/deploy.md ("A folder instead of the store"), as a file."""
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    marker = docs.index("<!-- tests/test_compose.py resolves this block")
+    block = re.search(r"```yaml\n(.*?)```", docs[marker:], re.S)
+    assert block, "the override's yaml block follows the marker in docs/deploy.md"
+    lines = block.group(1).splitlines(keepends=True)
+    if join:  # as the docs say: no orchestrator on the other boxes
+        lines = [ln for ln in lines if not ln.lstrip().startswith("orchestrator:")]
+    path = tmp_path / ("join-override.yml" if join else "docker-compose.override.yml")
+    path.write_text("".join(lines))
+    return path
+
+
+def test_the_documented_folder_override_puts_the_artifacts_in_a_folder(tmp_path: Path) -> None:
+    here, there = (_documented_folder_override(tmp_path, join=j) for j in (False, True))
+    folder_url = {"CONVLAB_ARTIFACTS_URL": "file:///artifacts"}
+    nfs = {**folder_url, "CONVLAB_ARTIFACTS": "/mnt/convlab-artifacts"}
+    cases = [  # files, .env, what is mounted at /artifacts
+        ([COMPOSE_FILE, here], nfs, nfs["CONVLAB_ARTIFACTS"]),
+        ([COMPOSE_FILE, HUB_FILE, here], {**HUB_ENV, **nfs}, nfs["CONVLAB_ARTIFACTS"]),
+        ([JOIN_FILE, there], {**JOIN_ENV, **nfs}, nfs["CONVLAB_ARTIFACTS"]),
+        # One box keeping the volume of earlier versions: no CONVLAB_ARTIFACTS, the named volume.
+        ([COMPOSE_FILE, here], folder_url, "convlab-data"),
+    ]
+    for files, env, source in cases:
+        services = _resolved(files, env)["services"]
+        readers = {n: s for n, s in _convlab_services(services).items() if n not in ("migrate", "flower")}
+        assert set(_worker_services(services)) <= set(readers)
+        for name, svc in readers.items():
+            assert svc["environment"]["CONVLAB_ARTIFACTS_URL"] == "file:///artifacts", name
+            mounts = {_mount_target(v): str(v).split(":")[0] for v in svc["volumes"]}
+            # Added to the datasets, not instead of them; and still nothing at CONVLAB_HOME.
+            assert set(mounts) == {"/datasets", "/artifacts"}, (name, mounts)
+            assert mounts["/artifacts"] == source, (name, mounts)
+
+
 # --- the hub's S3 store, run for real -------------------------------------------------------------
 
 # Every port `weed mini` opens, set here so that parallel runs never collide; each also has a gRPC

@@ -258,11 +258,12 @@ def test_seaweedfs(compose: dict[str, Any], services: dict[str, dict[str, Any]])
     assert store["environment"]["AWS_ACCESS_KEY_ID"] == env["AWS_ACCESS_KEY_ID"]
     assert store["environment"]["AWS_SECRET_ACCESS_KEY"] == env["AWS_SECRET_ACCESS_KEY"]
     assert env["AWS_ENDPOINT_URL"] == "${CONVLAB_S3_ENDPOINT:-http://seaweedfs:" + flags["s3.port"] + "}"
-    # Healthy means: the S3 gateway answers and the bucket exists (the live test runs this command).
+    # Healthy means: an object in the bucket round-trips, signed with the store's identity (the live
+    # test runs this command, and shows it fails without the bucket).
     test = store["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL", test
-    assert f"127.0.0.1:{flags['s3.port']}/healthz" in test[1], test
-    assert f"127.0.0.1:{flags['filer.port']}/buckets/{flags['bucket']}/" in test[1], test
+    assert f"http://127.0.0.1:{flags['s3.port']}/{flags['bucket']}/" in test[1], test
+    assert "--aws-sigv4" in test[1] and "$$AWS_SECRET_ACCESS_KEY" in test[1], test
     assert store["restart"] == "unless-stopped"
     # Nothing published on one box; docker-compose.hub.yml publishes the S3 port alone.
     assert "ports" not in store
@@ -681,10 +682,11 @@ class _Weed:
         # Its identity from the compose environment alone, none of the caller's AWS_* variables.
         clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.env = {**clean, **store["environment"]}
-        self.compose_ports = {int(_flags(command)[f]): self.ports[f] for f in ("s3.port", "filer.port")}
-        self.healthcheck = store["healthcheck"]["test"][1]
-        for theirs, ours in self.compose_ports.items():
-            self.healthcheck = self.healthcheck.replace(f":{theirs}/", f":{ours}/")
+        # The healthcheck as the container's shell gets it (`$$` is Compose's escape), on this port.
+        s3_port = _flags(command)["s3.port"]
+        check = store["healthcheck"]["test"][1].replace("$$", "$")
+        self.healthcheck = check.replace(f"127.0.0.1:{s3_port}/", f"127.0.0.1:{self.ports['s3.port']}/")
+        assert self.healthcheck != check, "the healthcheck asks the S3 port"
         self.log = data.parent / f"{data.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -693,7 +695,9 @@ class _Weed:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def healthy(self) -> bool:
-        return subprocess.run(["sh", "-c", self.healthcheck], capture_output=True, timeout=30).returncode == 0
+        """The compose healthcheck, with the container's environment (the identity it signs with)."""
+        run = subprocess.run(["sh", "-c", self.healthcheck], env=self.env, capture_output=True, timeout=30)
+        return run.returncode == 0
 
     def __enter__(self) -> _Weed:
         with self.log.open("ab") as log:
@@ -765,6 +769,8 @@ def test_the_hubs_s3_store_answers_only_with_its_key_pair(tmp_path: Path) -> Non
     if importlib.util.find_spec("obstore") is None:
         service_missing("obstore", "not installed", ci_hint="it is convlab's S3 client: pip install obstore")
     weed = _weed_binary()
+    if shutil.which("curl") is None:  # what the healthcheck runs, in the image and here
+        service_missing("curl", "not on PATH", ci_hint="install the Debian package `curl`")
     config = _resolved([COMPOSE_FILE, HUB_FILE], HUB_ENV)
     store, worker = config["services"]["seaweedfs"], config["services"]["worker-cpu"]
     # The binary the tests run is the release the compose file pins.
@@ -790,7 +796,7 @@ def test_the_hubs_s3_store_answers_only_with_its_key_pair(tmp_path: Path) -> Non
         assert probe.returncode == 0, probe.stderr
         answers = probe.stdout.split()
         assert answers == ["ok", "exists", "ok", "ok", "denied", "denied", "missing"], answers
-        # The healthcheck looks at the bucket itself: with it gone (through the unauthenticated filer,
+        # The healthcheck needs the bucket: with it gone (deleted through the unauthenticated filer,
         # which is why that port is never published), the service is unhealthy.
         filer = f"http://127.0.0.1:{weed_mini.ports['filer.port']}"
         bucket = _flags(store["command"])["bucket"]

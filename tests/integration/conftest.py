@@ -82,6 +82,14 @@ def server_stack(
 
 
 @pytest.fixture
+def s3_stack(server_stack: Stack, s3_server, s3_prefix: str) -> Stack:  # type: ignore[no-untyped-def]
+    """Redis + PostgreSQL + artifacts in an S3 server (SeaweedFS), under a prefix of this test's own:
+    what several hosts that share no disk run on."""
+    server_stack.env.update(s3_server.env(), CONVLAB_ARTIFACTS_URL=s3_server.url(s3_prefix))
+    return server_stack
+
+
+@pytest.fixture
 def embedded_stack(tmp_path: Path, tiny_data: dict[str, str]) -> Iterator[Stack]:
     """No server at all: SQLite and the filesystem broker under CONVLAB_HOME."""
     stack = Stack(home=tmp_path, env=base_env(tmp_path, tiny_data))

@@ -33,9 +33,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture(params=["server", "embedded"])
+@pytest.fixture(params=["server", "embedded", "s3"])
 def stack(request: pytest.FixtureRequest) -> Stack:
-    """Every chaos test runs on Redis + PostgreSQL and on the embedded default."""
+    """Every chaos test runs on Redis + PostgreSQL, on the embedded default, and on Redis + PostgreSQL
+    with the artifacts in an S3 server (several hosts' set-up)."""
     return request.getfixturevalue(f"{request.param}_stack")
 
 

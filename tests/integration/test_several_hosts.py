@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -44,9 +43,10 @@ def _all_ended(stack: Stack, sweep_id: str, home: Path) -> list[dict] | None:
     return runs if all(r["status"] in TERMINAL for r in runs) else None
 
 
-def _epoch_times(stack: Stack, run_id: str) -> dict[int, float]:
+def _epochs(stack: Stack, run_id: str) -> dict[int, tuple[float, float]]:
+    """epoch -> (loss, wall seconds) as recorded: a retrained epoch differs at least in its seconds."""
     with stack.db().session(readonly=True) as s:
-        return {m.epoch: m.recorded_at.timestamp() for m in repo.metric_history(s, run_id)}
+        return {m.epoch: (m.loss, m.seconds) for m in repo.metric_history(s, run_id)}
 
 
 def test_a_lost_host_loses_nothing(s3_stack: Stack, tmp_path: Path) -> None:
@@ -64,28 +64,33 @@ def test_a_lost_host_loses_nothing(s3_stack: Stack, tmp_path: Path) -> None:
         return None
 
     lost_run = wait_for(
-        training_past_epoch_1, timeout=240, what="a training past epoch 1", on_timeout=lambda: s3_stack.log_of("a")
+        training_past_epoch_1,
+        timeout=240,
+        what="a training past epoch 1",
+        on_timeout=lambda: s3_stack.log_of("a"),
     )
     kill_worker(s3_stack.workers[0], signal.SIGKILL)
-    killed_at = time.time()
+    before = _epochs(s3_stack, lost_run)
     committed = run_state(db, lost_run)["last_epoch"]
     shutil.rmtree(host_a)  # the host is gone, with its disk: scratch files, download cache, all
 
     s3_stack.start_worker("b", home=host_b)
     runs = wait_for(
         lambda: _all_ended(s3_stack, sweep_id, laptop),
-        timeout=600,
+        timeout=400,
         what="the sweep to end on host b",
-        on_timeout=lambda: s3_stack.log_of("b"),
+        on_timeout=lambda: s3_stack.log_of("b") + json.dumps(_runs(s3_stack, sweep_id, laptop), default=str),
     )
-    assert {r["status"] for r in runs} == {"succeeded"}, [(r["label"], r["status"], r.get("error")) for r in runs]
+    assert {r["status"] for r in runs} == {"succeeded"}, [
+        (r["label"], r["status"], r.get("error")) for r in runs
+    ]
 
     state = run_state(db, lost_run)
     assert state["epochs"] == [1, 2, 3, 4] and state["attempts"] == 2, state
-    times = _epoch_times(s3_stack, lost_run)
-    # Resumed, not restarted: the epochs committed before the loss are the lost host's rows, untouched.
-    assert all(times[e] < killed_at for e in range(1, committed + 1)), (committed, times, killed_at)
-    assert all(times[e] > killed_at for e in range(committed + 1, 5)), (committed, times, killed_at)
+    after = _epochs(s3_stack, lost_run)
+    # Resumed, not restarted: the epochs committed before the loss keep the lost host's values (a resumed
+    # attempt re-records them from the checkpoint it loaded from the store, unchanged).
+    assert committed >= 1 and all(after[e] == before[e] for e in range(1, committed + 1)), (before, after)
     with db.session(readonly=True) as s:
         kinds = {r.id: r.kind for r in repo.sweep_runs(s, sweep_id)}
         workers = {r.id: r.worker for r in repo.sweep_runs(s, sweep_id)}
@@ -105,7 +110,9 @@ def test_a_lost_host_loses_nothing(s3_stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_store_outage_mid_training_commits_no_epoch_without_its_files(
-    s3_stack: Stack, s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+    s3_stack: Stack,
+    s3_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     host = tmp_path / "host"
     host.mkdir()
@@ -126,7 +133,7 @@ def test_a_store_outage_mid_training_commits_no_epoch_without_its_files(
         s3_server.start()
     committed = state["last_epoch"]
     assert state["status"] == "failed" and committed < 4, state
-    assert s3_server.url_without_secret() in state["error"] and s3_server.secret not in state["error"]
+    assert f"s3://{s3_server.bucket}/" in state["error"] and s3_server.secret_key not in state["error"]
     assert "\n" not in state["error"]
     check = s3_stack.orchestrator("check", run["id"], home=host)
     assert check.returncode == 0, check.stdout  # every committed epoch's files are in the store

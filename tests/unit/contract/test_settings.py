@@ -129,3 +129,44 @@ def test_other_brokers_are_refused_with_the_reason(url: str, why: str) -> None:
     message = str(info.value)
     assert message.startswith("CONVLAB_BROKER_URL=") and why in message
     assert "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("s3://lab/convlab/", "s3://lab/convlab"),
+        ("S3://lab", "s3://lab"),
+        ("gs://bucket/p", "gs://bucket/p"),
+        ("az://container/p", "az://container/p"),
+        ("file:///srv/artifacts", "file:///srv/artifacts"),
+    ],
+)
+def test_artifact_store_urls_are_accepted(url: str, kept: str) -> None:
+    settings = load_settings({"CONVLAB_ARTIFACTS_URL": url})
+    assert settings.artifacts_url == kept
+    assert settings.artifacts_in_object_store == (not kept.startswith("file://"))
+
+
+def test_without_an_artifacts_url_the_store_is_the_home_folder(tmp_path: Path) -> None:
+    settings = load_settings({"CONVLAB_HOME": str(tmp_path)})
+    assert settings.artifacts_url is None and not settings.artifacts_in_object_store
+    assert settings.artifacts_dir == tmp_path / "artifacts"
+    assert load_settings({"CONVLAB_ARTIFACTS_URL": "file:///srv/a"}).artifacts_dir == Path("/srv/a")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("s3://", "expected s3://BUCKET"),
+        ("s3:///prefix", "expected s3://BUCKET"),
+        ("https://minio:9000/bucket", "expected s3://BUCKET"),
+        ("file://relative/path", "file:///ABSOLUTE/PATH"),
+        ("s3://key:secret@bucket/p", "credentials do not belong in the URL"),
+    ],
+)
+def test_other_artifact_urls_are_refused_naming_the_variable(url: str, why: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"CONVLAB_ARTIFACTS_URL": url})
+    message = str(info.value)
+    assert message.startswith("CONVLAB_ARTIFACTS_URL") and why in message
+    assert "secret" not in message and "\n" not in message

@@ -142,6 +142,7 @@ def test_worker_rejects_bad_slots(home: Path) -> None:
     [
         ("CONVLAB_DATABASE_URL", "mysql://convlab:hunter2@db.example.org/convlab"),
         ("CONVLAB_BROKER_URL", "amqp://guest:hunter2@127.0.0.1:5672//"),
+        ("CONVLAB_ARTIFACTS_URL", "https://convlab:hunter2@minio.example.org/bucket"),
     ],
 )
 def test_an_unsupported_url_is_one_line_exit_2_with_the_password_masked(

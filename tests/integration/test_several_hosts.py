@@ -20,6 +20,7 @@ import pytest
 
 from storage import repository as repo
 from storage.models import RunKind
+from storage.object_store import ObjectStore
 from tests.integration.harness import Stack, kill_worker, run_state, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,7 +50,7 @@ def _epochs(stack: Stack, run_id: str) -> dict[int, tuple[float, float]]:
         return {m.epoch: (m.loss, m.seconds) for m in repo.metric_history(s, run_id)}
 
 
-def test_a_lost_host_loses_nothing(s3_stack: Stack, tmp_path: Path) -> None:
+def test_a_lost_host_loses_nothing(s3_stack: Stack, s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     host_a, host_b, laptop = tmp_path / "host-a", tmp_path / "host-b", tmp_path / "laptop"
     for home in (host_a, host_b, laptop):
         home.mkdir()
@@ -97,6 +98,21 @@ def test_a_lost_host_loses_nothing(s3_stack: Stack, tmp_path: Path) -> None:
     later = [rid for rid, kind in kinds.items() if kind != RunKind.TRAIN]
     assert later and all(workers[rid] == "b@test" for rid in later), workers  # made on another host
     assert not (host_b / "artifacts").exists()  # nothing went to a local folder store
+
+    # An upload the lost host made and never committed (killed between its PUT and the commit): an orphan
+    # that nothing references, which `gc` on any host removes, leaving what the runs stand on.
+    store = ObjectStore(
+        s3_stack.env["CONVLAB_ARTIFACTS_URL"],
+        cache_dir=tmp_path / "cache",
+        scratch_dir=tmp_path / "scratch",
+        cache_limit_bytes=1 << 30,
+        options=s3_server.options(),
+    )
+    orphan = f"{store.attempt_dir(lost_run, 1)}/checkpoint/model-e0099.keras"
+    store.write_bytes(orphan, b"an upload no commit names")
+    gc = s3_stack.orchestrator("gc", home=laptop)
+    assert gc.returncode == 0 and f"removed {orphan}" in gc.stdout, gc.stdout + gc.stderr
+    assert not store.exists(orphan)
 
     check = s3_stack.orchestrator("check", sweep_id, home=laptop)
     assert check.returncode == 0 and "all intact" in check.stdout, check.stdout + check.stderr

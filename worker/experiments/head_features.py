@@ -165,4 +165,15 @@ def prepare(
 
 
 def _predict(extractor: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(extractor.predict(x, batch_size=FEATURE_BATCH, verbose=0), dtype=np.float32)
+    """The features of ``x``, in batches of exactly ``FEATURE_BATCH``: zero images pad the last batch and
+    are dropped after, so the training and the validation images share one compiled program (a partial
+    batch would compile another, about a second on JAX's CPU backend). Each image's features depend on
+    that image alone (BatchNorm in inference mode), so the padding changes nothing else. The bulk is a
+    view of ``x``: only the last batch is copied."""
+    full = len(x) - len(x) % FEATURE_BATCH
+    parts = [extractor.predict(x[:full], batch_size=FEATURE_BATCH, verbose=0)] if full else []
+    if full < len(x):
+        rest = np.zeros((FEATURE_BATCH, *x.shape[1:]), x.dtype)
+        rest[: len(x) - full] = x[full:]
+        parts.append(extractor.predict(rest, batch_size=FEATURE_BATCH, verbose=0)[: len(x) - full])
+    return np.concatenate(parts).astype(np.float32, copy=False)

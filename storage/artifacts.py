@@ -224,6 +224,11 @@ class ArtifactStore(ABC):
     def scratch_path(self, relpath: str) -> Path:
         """The local file a writer (Keras, the report) creates for ``relpath``; its folder exists."""
 
+    def scratch_folder(self, prefix: str) -> Path:
+        """The local folder a writer fills with the files that belong under ``prefix`` (Keras's
+        checkpoints, a report); it exists."""
+        return self.scratch_path(f"{prefix}/_").parent
+
     @abstractmethod
     def store_scratch(self, relpath: str) -> StoredFile:
         """Store what was written at :meth:`scratch_path` under ``relpath``; its sha256 and size."""

@@ -32,7 +32,7 @@ def run_train(ctx: RunContext) -> None:
     checkpoint_rel = f"{ctx.attempt_dir()}/checkpoint"
     # Where Keras writes the epochs' files: the store's folder itself, or a local scratch folder whose
     # files each epoch's commit uploads (an object store).
-    checkpoint_dir = ctx.store.scratch_path(f"{checkpoint_rel}/{state_file_name(0)}").parent
+    checkpoint_dir = ctx.store.scratch_folder(checkpoint_rel)
     # Read after the claim: the attempt this one replaced can no longer commit a newer checkpoint.
     with ctx.db.session(readonly=True) as s:
         committed = repo.get_run(s, ctx.run_id).checkpoint
@@ -180,7 +180,7 @@ def run_report(ctx: RunContext) -> None:
     with ctx.db.session(readonly=True) as s:
         data = load_report_data(s, ctx.store, spec.sweep_id)
     report_rel = f"{ctx.attempt_dir()}/report"
-    out_dir = ctx.store.scratch_path(f"{report_rel}/report.html").parent
+    out_dir = ctx.store.scratch_folder(report_rel)
 
     def before_figure() -> None:
         if ctx.should_stop():

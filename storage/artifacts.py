@@ -264,8 +264,8 @@ class ArtifactStore(ABC):
     def remove_empty_folders(self, prefix: str) -> None:  # noqa: B027 - a no-op where there are no folders
         """Remove the folders under ``prefix`` that hold no file; an object store has none."""
 
-    def exists(self, relpath: str) -> bool:
-        return any(f.path == relpath for f in self.list_files(relpath))
+    @abstractmethod
+    def exists(self, relpath: str) -> bool: ...
 
     @abstractmethod
     def check_access(self) -> None:

@@ -20,8 +20,9 @@ On the TensorFlow backend Keras's ``steps_per_execution`` does loop on the devic
 in its TF trainer), so there the device loop is ``fit`` compiled with ``steps_per_execution``: see
 :func:`steps_per_execution`.
 
-Shuffling: the order of epoch ``e`` is a permutation drawn from ``(seed, e)`` on the host, so it is the
-same whether or not the run was interrupted before ``e`` (``fit``'s order after a resume differs).
+Shuffling: the order of epoch ``e`` is a permutation drawn from ``(seed, e)`` on the host
+(:func:`epoch_order`, which the ``fit`` loop uses too), so it is the same whether or not the run was
+interrupted before ``e``.
 """
 
 from __future__ import annotations

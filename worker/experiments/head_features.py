@@ -13,9 +13,8 @@ Why the result is the same, step by step:
   step counter are those a checkpoint of the full model saves (``optimizer_steps`` stays what
   ``CheckpointState`` expects, and the ``tune`` phase and a resume load the checkpoint as before);
 - the loss, the metric and the optimizer are compiled as the plain path's (``regimes`` passes its own
-  compile function), and the batches are the same: ``fit`` on TensorFlow draws its order from the global
-  seed and the number of samples only, on JAX from NumPy's global generator, which nothing in between
-  draws from; the JAX device loop orders by (seed, epoch) for any model;
+  compile function), and the batches are the same: both loops order each epoch's images by (seed, epoch)
+  (``fit_loop``, ``device_loop``) for any model;
 - what differs is float rounding: ``predict`` runs the base with another batch size and in another
   compiled function than the train step, so a feature can differ in its last bits.
 

@@ -16,8 +16,8 @@ what the guide does instead (see ``models.freeze_batchnorm``), to measure what t
 The loop (``loop``, from ``CONVLAB_TRAIN_LOOP``; ``auto``, the default, picks ``device`` on a GPU and
 ``fit`` on a CPU: see ``device_loop.resolve_loop``): ``device`` runs each epoch as a few
 compiled multi-step calls with the data on the accelerator (``device_loop``: a JAX ``lax.scan`` of Keras's
-own train step, or ``fit`` with ``steps_per_execution`` on TensorFlow); ``fit`` makes each phase one plain
-``fit`` call on in-memory float32 arrays (``initial_epoch`` for resumption). Both compute the same
+own train step, or ``fit`` with ``steps_per_execution`` on TensorFlow); ``fit`` makes each epoch one plain
+``fit`` call on in-memory float32 arrays (``fit_loop``). Both compute the same
 per-epoch metrics (tested). After each epoch the checkpoint is saved first (see ``checkpoints``), then
 ``on_epoch`` is called, then older checkpoints are pruned, then ``should_stop``.
 
@@ -27,12 +27,11 @@ alone on the base's features, computed once, with the full model's optimizer; ch
 model. Same batches, same updates, same per-epoch metrics to float rounding (tested); the feature pass's
 time is counted in the phase's first epoch of the attempt. ``head_features=False`` keeps the plain path.
 
-Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation and ``fit``'s shuffling, and
-on the TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then
-give identical metrics. The JAX device loop draws each epoch's order from (seed, epoch), so a resume sees
-the same order an uninterrupted run would; under ``fit`` a resumed run is not bit-identical to an
-uninterrupted one (the shuffle order after the resume point differs) but covers the same epochs with the
-same number of optimizer steps.
+Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation (and augmentation), and on
+the TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then
+give identical metrics. Both loops draw each epoch's order of the training images from (seed, epoch)
+(``fit_loop``, ``device_loop``): a new order every epoch, and a resumed run sees the order an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -66,6 +65,7 @@ from worker.experiments.checkpoints import (
 from worker.experiments.data import Cifar10
 from worker.experiments.device_loop import JaxEpochLoop, steps_per_execution, uses_scan
 from worker.experiments.errors import ExperimentError
+from worker.experiments.fit_loop import fit_epochs
 from worker.experiments.models import NUM_CLASSES, base_of, build_model, freeze_batchnorm
 
 _log = logging.getLogger(__name__)
@@ -272,16 +272,17 @@ def train(
             if stopped:
                 break
             continue
-        trainee.fit(
+        fit_epochs(
+            trainee,
             x_fit,
             y_train,
             batch_size=spec.batch_size,
-            epochs=phase.end,
-            initial_epoch=done,
-            validation_data=val_fit,
+            seed=spec.seed,
+            start=done,
+            end=phase.end,
+            validation=val_fit,
             callbacks=[EpochEnd(end_epoch)]
             + ([BatchProgress(on_progress, spec.batch_size)] if on_progress else []),
-            verbose=0,
         )
         if stopped:
             break

@@ -142,6 +142,19 @@ def test_stop_then_resume_reports_each_epoch_once(
     )
 
 
+def test_a_resumed_training_repeats_the_uninterrupted_epochs_exactly(
+    scratch_runs: list[TrainResult], data: Cifar10, tmp_path: Path
+) -> None:
+    # Each epoch's order comes from (seed, epoch), so a run stopped after epoch 1 and resumed trains
+    # epochs 2 and 3 on the batches the uninterrupted run used: on CPU the same numbers, bit for bit.
+    first = train(SCRATCH, data, tmp_path, should_stop=lambda: True)
+    assert first.epochs_completed == 1
+    resumed = train(SCRATCH, data, tmp_path)
+    metrics = [(r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in resumed.history]
+    uninterrupted = [(r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in scratch_runs[0].history]
+    assert metrics == uninterrupted
+
+
 def test_complete_run_returns_immediately(finetune_run: dict[str, Any], data: Cifar10) -> None:
     def fail(record: EpochRecord) -> None:
         raise AssertionError("no epoch should run")

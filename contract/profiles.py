@@ -105,8 +105,9 @@ def _coerce(key: str, raw: str, current: Any) -> Any:
         if isinstance(current, int):
             return int(raw)
     except ValueError:
-        kind = "comma-separated names" if isinstance(current, tuple) else type(current).__name__
-        raise SpecError(key, f"expected {'an' if kind == 'int' else 'a'} {kind}, got {raw!r}") from None
+        named = {tuple: "comma-separated names", int: "an int"}
+        kind = named.get(type(current), f"a {type(current).__name__}")
+        raise SpecError(key, f"expected {kind}, got {raw!r}") from None
     return raw
 
 

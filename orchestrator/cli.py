@@ -192,7 +192,7 @@ def _common_submit_options(fn: F) -> F:
             "base_seed",
             default=0,
             show_default=True,
-            type=int,
+            type=click.IntRange(0, 2**31 - 1),  # a run's seed (contract.specs): refused as --seed, not seed
             help="Seed of the first repetition; repetitions use seed, seed+1, ...",
         ),
         click.option("--force", is_flag=True, help="Run even when an identical run already succeeded."),

@@ -13,9 +13,11 @@ import sys
 from collections import Counter
 
 import pytest
+import sqlalchemy as sa
 
+from orchestrator.local_worker import _group_alive
 from storage import repository as repo
-from storage.models import Run, RunKind
+from storage.models import Run, RunKind, Worker
 from tests.integration.harness import ROOT, Stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,6 +62,17 @@ def _assert_one_execution_per_identity(stack: Stack, sweeps: list[str]) -> None:
         assert stack.orchestrator("check", sweep).returncode == 0
 
 
+def _assert_no_local_worker_left(stack: Stack) -> None:
+    """Every local worker a submit started is marked stopped and no process of it is left."""
+    with stack.db().session(readonly=True) as s:
+        workers = list(s.scalars(sa.select(Worker)))
+        assert workers and repo.live_workers(s, within_seconds=3600) == [], [w.name for w in workers]
+    for w in workers:
+        wait_for(
+            lambda pid=w.pid: not _group_alive(pid), timeout=30, what=f"worker {w.name}'s processes to end"
+        )
+
+
 def test_two_submits_at_once_on_redis_and_postgres_train_each_identity_once(server_stack: Stack) -> None:
     server_stack.start_worker("w1")
     sweeps = _submit_together(server_stack, "--no-wait", timeout=300)
@@ -76,6 +89,7 @@ def test_two_submits_at_once_on_the_embedded_default_then_a_damaged_training_run
 ) -> None:
     sweeps = _submit_together(embedded_stack, timeout=1200)
     _assert_one_execution_per_identity(embedded_stack, sweeps)
+    _assert_no_local_worker_left(embedded_stack)
 
     # The ImageNet training's model is changed on disk after it succeeded.
     runs = _runs(embedded_stack, *sweeps)
@@ -96,6 +110,8 @@ def test_two_submits_at_once_on_the_embedded_default_then_a_damaged_training_run
     assert by_label[("train", "imagenet")] == "succeeded"  # ran again, not "cached"
     assert by_label[("train", "scratch")] == "cached"
     assert embedded_stack.orchestrator("check", third).returncode == 0
+
+    _assert_no_local_worker_left(embedded_stack)
 
     repaired = embedded_stack.orchestrator("check", "--repair")
     assert repaired.returncode == 1 and f"{trained.id}: marked failed (damaged)" in repaired.stdout

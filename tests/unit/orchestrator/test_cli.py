@@ -59,6 +59,11 @@ def nothing_written(home: Path) -> bool:
         (["submit", "all", "--profile", "smoke", "--set", "input_size=8"], "input_size: must be between 32"),
         (["submit", "all", "--profile", "smoke", "--set", "batch_size=0"], "batch_size: must be between 1"),
         (["submit", "all", "--profile", "smoke", "--seeds", "0"], "--seeds: must be between 1 and 100"),
+        (["submit", "all", "--profile", "smoke", "--seed", "-1"], "--seed: -1 is not in the range"),
+        (
+            ["submit", "all", "--profile", "smoke", "--set", "vis_layers="],
+            "vis_layers: expected comma-separated names, got ''",
+        ),
         (["submit", "all", "--profile", "smoke", "--set", "epochs"], "--set: expected KEY=VALUE"),
         (
             ["submit", "explain", "--profile", "smoke", "--set", "lr=1e-4", "--set", "lr=1e-3"],

@@ -132,6 +132,25 @@ def test_too_little_disk_for_the_checkpoints_is_refused(home: Path, monkeypatch:
     assert nothing_written(home)
 
 
+def test_the_decoded_data_cache_is_counted_until_it_exists(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room for the checkpoints but not for the decoded CIFAR-10 cache as well: refused; once the
+    cache is on disk it needs no more room, and the same free space is enough."""
+    free = preflight.MARGIN_BYTES + preflight.CIFAR_CACHE_BYTES // 2  # > a smoke plan's checkpoints
+    monkeypatch.setattr(preflight, "free_bytes", lambda _path: free)
+    result = invoke("submit", "all", "--profile", "smoke", "--no-wait")
+    line = one_line_exit_2(result, "CONVLAB_HOME", f"{free / 1e6:,.0f} MB free", "decoded CIFAR-10 cache")
+    needed = int(line.split("needs about ")[1].split(" MB")[0].replace(",", "")) * 1_000_000
+    assert needed > preflight.CIFAR_CACHE_BYTES  # the cache is in the sum, not only in the wording
+    assert nothing_written(home)
+
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "cifar10-0123abcd.npz").write_bytes(b"decoded once by an earlier task")
+    accepted = invoke("submit", "all", "--profile", "smoke", "--no-wait")
+    assert accepted.exit_code == 0, accepted.output
+
+
 def test_checkpoint_sizes_grow_with_the_width() -> None:
     # MobileNet v1 at alpha 1.0: 3.2 M parameters, x3 with Adam's moments, float32: about 40 MB.
     assert 35e6 < preflight.checkpoint_bytes(1.0) < 45e6

@@ -21,6 +21,7 @@ import click
 from contract.profiles import PROFILES
 from contract.settings import Settings, SettingsError, load_settings, mask_url
 from contract.specs import REGIMES, ImageKind, image_kind
+from contract.wording import counted
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
 
 if TYPE_CHECKING:
@@ -732,7 +733,9 @@ def export_command(cli: CliContext, target: str | None, fmt: str, out: Path | No
         return
     _write_out(out, text)
     rows = sum(len(t.epochs) for t in results.trainings)
-    click.echo(f"wrote {rows} rows ({len(results.trainings)} trainings) to {out}", err=True)
+    click.echo(
+        f"wrote {counted(rows, 'row')} ({counted(len(results.trainings), 'training')}) to {out}", err=True
+    )
 
 
 @main.command()
@@ -793,7 +796,9 @@ def tensorboard(
             written = files.sync(results)
             if first:
                 epochs = sum(w.new_epochs for w in written)
-                click.echo(f"wrote {len(written)} trainings ({epochs} epochs) under {logdir}")
+                click.echo(
+                    f"wrote {counted(len(written), 'training')} ({counted(epochs, 'epoch')}) under {logdir}"
+                )
                 click.echo(f"view them: tensorboard --logdir {logdir}")
                 first = False
             else:

@@ -7,6 +7,7 @@ beside it, they are split into blocks of columns, each block repeating the first
 
 from __future__ import annotations
 
+from contract.wording import counted
 from orchestrator.compare import Accuracy, Comparison
 
 GAP = 2
@@ -50,7 +51,7 @@ def _when(c: Comparison, i: int) -> str:
 def render(c: Comparison, width: int = 80) -> str:
     ids = [s.id for s in c.sweeps]
     lines = [
-        f"{s.id}  {s.plan} plan, profile {s.profile}, {_when(c, i)}, {len(s.trainings)} trainings"
+        f"{s.id}  {s.plan} plan, profile {s.profile}, {_when(c, i)}, {counted(len(s.trainings), 'training')}"
         for i, s in enumerate(c.sweeps)
     ]
     lines.append("")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from contract.wording import counted
 from report.beyond import BeyondTable
 from report.data import ReportData, RunInfo
 from report.failures import Failure
@@ -121,7 +122,7 @@ def _settings(table: SettingsTable) -> str:
 
 def _failures(fails: Sequence[Failure]) -> str:
     items = "".join(
-        f"<li><b>Error {f.number}</b> — {f.count} run{'s' if f.count > 1 else ''} {escape(f.status)}: "
+        f"<li><b>Error {f.number}</b> — {counted(f.count, 'run')} {escape(f.status)}: "
         f'<span class="error">{escape(f.message)}</span><br><span class="meta">{escape(f.run_list())}'
         "</span></li>"
         for f in fails

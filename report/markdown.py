@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from contract.wording import counted
 from report.beyond import BeyondTable
 from report.data import ReportData, RunInfo
 from report.failures import Failure
@@ -73,7 +74,7 @@ def _settings(table: SettingsTable) -> str:
 def _failures(fails: Sequence[Failure]) -> str:
     lines = ["## Failures", ""]
     for f in fails:
-        runs = f"{f.count} run{'s' if f.count > 1 else ''}"
+        runs = counted(f.count, "run")
         lines.append(
             f"{f.number}. **Error {f.number}** — {runs} {f.status}: `{_cell(f.message)}` ({f.run_list()})"
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 from contract.profiles import PROFILES, resolve_profile
 from contract.specs import ImageKind, Regime, SpecError
+from contract.wording import counted
 from report import captions
 from report.data import ReportData, RunInfo, TrainRun, VisRun
 from storage.models import RunKind
@@ -304,9 +305,7 @@ def _environment(data: ReportData) -> tuple[Setting, ...]:
     for r in runs:
         if r.device:
             devices[r.device] = devices.get(r.device, 0) + 1
-    device_text = (
-        "; ".join(f"{d} ({n} run{'s' if n > 1 else ''})" for d, n in devices.items()) or NOT_RECORDED
-    )
+    device_text = "; ".join(f"{d} ({counted(n, 'run')})" for d, n in devices.items()) or NOT_RECORDED
     return (
         Setting("Framework", _recorded(runs, _framework), "recorded by the worker"),
         Setting("Precision", precision, "engine" if precision.startswith("not recorded") else "worker"),

@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 
 from contract.specs import Regime
+from contract.wording import counted
 from report.data import REGIME_ORDER, ReportData, RunInfo, TrainRun
 from report.failures import NO_MESSAGE, reached
 from storage.models import ENDED_BADLY, RunStatus
@@ -171,7 +172,7 @@ def _how_far(run: RunInfo) -> str:
 def _left_out(*rows: RegimeRow) -> str:
     """Which runs a judged conclusion leaves out because they did not finish."""
     n = sum(len(r.unfinished) for r in rows)
-    return f"; {n} unfinished run{'s' if n > 1 else ''} left out" if n else ""
+    return f"; {counted(n, 'unfinished run')} left out" if n else ""
 
 
 def conclusions(rows: dict[str, RegimeRow]) -> tuple[Conclusion, ...]:

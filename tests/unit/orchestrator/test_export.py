@@ -68,7 +68,7 @@ def test_json_to_a_file_holds_the_same_rows_and_a_reused_run_names_its_source(
     out = tmp_path / "exports" / "rows.json"
     result = invoke("export", again["sweep"], "--format", "json", "--out", str(out))
     assert result.exit_code == 0 and result.stdout == ""
-    assert f"wrote 3 rows (1 trainings) to {out}" in result.stderr
+    assert f"wrote 3 rows (1 training) to {out}" in result.stderr
     rows = json.loads(out.read_text())
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert {r["run_id"] for r in rows} == {again["scratch"]} and {r["reused_from"] for r in rows} == {

@@ -79,7 +79,7 @@ def absolute_inputs(settings: Settings) -> Settings:
 
     def absolute(raw: str | None) -> str | None:
         # An object-store URL is no path: each worker resolves it into its own cache.
-        return None if raw is None or is_object_url(raw) else str(_absolute(raw))
+        return raw if raw is None or is_object_url(raw) else str(_absolute(raw))
 
     return replace(
         settings, cifar10_path=absolute(settings.cifar10_path), weights_dir=absolute(settings.weights_dir)

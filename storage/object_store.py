@@ -316,6 +316,16 @@ class ObjectStore(ArtifactStore):
             self._fail(key, "HEAD", exc)
         return ObjectVersion(key, int(meta["size"]), meta.get("e_tag"))
 
+    def bucket_missing(self) -> bool:
+        """Whether the bucket (container) is known not to exist: S3 answers a HEAD of a key in a missing
+        bucket with a bare 404, like a missing key, so a LIST (which names NoSuchBucket) tells them apart.
+        False when the listing shows the bucket, or cannot say (credentials that may not list)."""
+        try:
+            next(iter(obstore.list(self._store, prefix=_PROBE_FOLDER, chunk_size=1)), None)
+        except (BaseError, FileNotFoundError) as exc:
+            return _no_bucket(exc)
+        return False
+
     def read_if_exists(self, relpath: str) -> bytes | None:
         """A small object's bytes (a ``.sha256`` sidecar), or None if it does not exist."""
         return self._get(self.validate_name(relpath))

@@ -70,7 +70,12 @@ class RemoteInput:
             options=options,
         )
 
-    def refuse(self, key: str, reason: str) -> ArtifactError:
+    def refuse(self, key: str, reason: str, *, missing: bool = False) -> ArtifactError:
+        """A refusal naming the setting; for something ``missing``, the bucket's absence when that is why
+        (S3 answers a HEAD in a missing bucket as it answers one of a missing key)."""
+        if missing and self.store.bucket_missing():
+            where = self.store.describe(key) if key else self.store.url
+            reason = f"bucket missing at {self.store.url} (looking for {where})"
         return ArtifactError(key, f"{self.setting}: {reason}")
 
     def _named(self, exc: ArtifactError) -> ArtifactError:
@@ -104,7 +109,7 @@ class RemoteInput:
     def present(self, key: str) -> ObjectVersion:
         found = self.version(key)
         if found is None:
-            raise self.refuse(key, f"missing: {self.store.describe(key)} does not exist")
+            raise self.refuse(key, f"missing: {self.store.describe(key)} does not exist", missing=True)
         return found
 
     def fetch(self, key: str) -> Path:
@@ -150,6 +155,7 @@ def cifar10_layout(source: RemoteInput) -> tuple[str, tuple[str, ...]]:
         key,
         f"{source.url}: no such object, and no {CIFAR_FOLDER}/ (with {CIFAR_TEST_BATCH}) "
         f"nor {CIFAR_TARBALL} under it",
+        missing=True,
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from contract.disk import CIFAR_CACHE_BYTES, free_bytes
+from contract.disk import CIFAR_CACHE_BYTES, CIFAR_TARBALL_BYTES, free_bytes
 from contract.inputs import CIFAR_FOLDER, weights_file_name
 from contract.settings import Settings, is_object_url
 from contract.specs import TrainSpec, VisualizeSpec
@@ -175,6 +175,8 @@ def check_disk(settings: Settings, needs: Needs, *, free: Callable[[Path], int] 
     cache = settings.home / "cache"
     if settings.cifar10_path is not None and not any(cache.glob("cifar10-*.npz")):
         need += CIFAR_CACHE_BYTES
+        if is_object_url(settings.cifar10_path):
+            need += CIFAR_TARBALL_BYTES  # fetched into $CONVLAB_HOME/cache/inputs first
     available = free(settings.home)
     if available < need:
         raise UserError(

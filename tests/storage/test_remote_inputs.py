@@ -220,3 +220,16 @@ def test_a_missing_bucket_is_named(s3_server: S3Server, tmp_path: Path) -> None:
         cifar(tmp_path, s3_server, "s3://no-such-bucket-here/cifar-10-python.tar.gz")
     line = one_line(exc)
     assert "CONVLAB_CIFAR10" in line and "bucket missing at s3://no-such-bucket-here" in line, line
+
+
+def test_an_object_replaced_between_its_head_and_its_get_is_refused(
+    bucket: Bucket, s3_server: S3Server, tmp_path: Path
+) -> None:
+    url = bucket.put("r/cifar-10-python.tar.gz", b"as the HEAD saw it")
+    settings = settings_for(tmp_path / "home", CONVLAB_CIFAR10=url)
+    source = remote_inputs.open_input("CONVLAB_CIFAR10", url, settings, options=s3_server.options())
+    seen = source.present(source.key)
+    bucket.put("r/cifar-10-python.tar.gz", b"replaced meanwhile")
+    with pytest.raises(ArtifactError, match="changed while downloaded"):
+        source.store.local_copy_of_version(seen, sha256=None)  # the GET carries If-Match: <etag>
+    assert not source.local_path(source.key).exists()

@@ -204,27 +204,29 @@ def check_local_run(
         else:
             check_cifar10(settings.cifar10_path, keras_dir=keras_dir, can_reach=can_reach)
     if is_object_url(settings.weights_dir):
-        if needs.weights_by:
-            check_remote_inputs(settings, weights=[weights_file_name(a) for a in sorted(needs.weights_by)])
+        if needs.weights_by:  # a plan that loads no ImageNet file reads nothing there
+            names = [weights_file_name(a) for a in sorted(needs.weights_by)]
+            check_remote_inputs(settings, weights=True, weight_names=names)
     else:
         check_weights(settings.weights_dir, needs.weights_by, keras_dir=keras_dir, can_reach=can_reach)
     check_disk(settings, needs, free=free)
 
 
 def check_remote_inputs(
-    settings: Settings, *, cifar10: bool = False, weights: list[str] | None = None
+    settings: Settings, *, cifar10: bool = False, weights: bool = False, weight_names: list[str] | None = None
 ) -> None:
-    """The object-store inputs: the store answers with this host's credentials, the bucket exists, the
-    objects are there and readable (HEADs and ``.sha256`` reads; nothing downloaded, nothing written).
-    ``weights`` None: any Keras weight file will do (a worker does not know the widths it will run)."""
+    """The object-store inputs asked for: the store answers with this host's credentials, the bucket
+    exists, the objects are there and readable (HEADs and ``.sha256`` reads; nothing downloaded, nothing
+    written). ``weight_names`` None: any Keras weight file will do (a worker does not know the widths it
+    will run)."""
     from storage import remote_inputs
     from storage.errors import ArtifactError
 
     try:
-        if cifar10:
+        if cifar10 and is_object_url(settings.cifar10_path):
             remote_inputs.check_cifar10(settings)
-        if is_object_url(settings.weights_dir):
-            remote_inputs.check_weights(settings, weights)
+        if weights and is_object_url(settings.weights_dir):
+            remote_inputs.check_weights(settings, weight_names)
     except ArtifactError as exc:
         raise UserError(exc.reason) from None
 
@@ -244,8 +246,7 @@ def check_worker_store(settings: Settings) -> None:
 def check_worker_paths(settings: Settings) -> None:
     """At ``orchestrator worker`` start: the data and weights settings it will read name what exists (an
     object-store URL: reachable with this host's credentials, bucket present, objects readable)."""
-    if is_object_url(settings.cifar10_path) or is_object_url(settings.weights_dir):
-        check_remote_inputs(settings, cifar10=is_object_url(settings.cifar10_path))
+    check_remote_inputs(settings, cifar10=True, weights=True)  # the settings that are URLs
     if settings.cifar10_path is not None and not is_object_url(settings.cifar10_path):
         check_cifar10(settings.cifar10_path, keras_dir=host.keras_home(), can_reach=lambda _: True)
     if settings.weights_dir is not None and not is_object_url(settings.weights_dir):

@@ -167,8 +167,14 @@ def local_cifar10(settings: Settings, *, options: Mapping[str, Any] | None = Non
         return raw
     source = open_input(CIFAR_SETTING, raw, settings, options=options)
     target, keys = cifar10_layout(source)
-    for key in keys:
-        source.fetch(key)
+    fetched = [source.fetch(key) for key in keys]
+    if not all(path.is_file() for path in fetched):
+        # The cache evicted an earlier file of the folder to make room for a later one.
+        raise source.refuse(
+            target,
+            f"the {len(keys)} files under {source.url} do not fit in the input cache "
+            f"(CONVLAB_CACHE_LIMIT_MB={settings.cache_limit_mb:g}); raise it",
+        )
     return str(source.local_path(target))
 
 

@@ -233,3 +233,15 @@ def test_an_object_replaced_between_its_head_and_its_get_is_refused(
     with pytest.raises(ArtifactError, match="changed while downloaded"):
         source.store.local_copy_of_version(seen, sha256=None)  # the GET carries If-Match: <etag>
     assert not source.local_path(source.key).exists()
+
+
+def test_a_folder_that_does_not_fit_the_cache_is_refused_naming_the_limit(
+    bucket: Bucket, s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket.put_folder(write_tiny_cifar10(tmp_path / "data", n_train=20, n_test=10), "big")
+    # A few KB: each file fits, the seven together do not, so fetching the last evicts the first.
+    limit = {"CONVLAB_CACHE_LIMIT_MB": "0.02"}
+    settings = settings_for(tmp_path / "home", CONVLAB_CIFAR10=bucket.url("big"), **limit)
+    with pytest.raises(ArtifactError) as exc:
+        remote_inputs.local_cifar10(settings, options=s3_server.options())
+    assert "do not fit in the input cache (CONVLAB_CACHE_LIMIT_MB=0.02)" in one_line(exc)

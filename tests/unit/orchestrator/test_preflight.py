@@ -295,3 +295,16 @@ def test_absolute_inputs_leaves_a_url_a_url(tmp_path: Path) -> None:
     )
     made = preflight.absolute_inputs(settings)
     assert made.cifar10_path == "s3://b/c.tar.gz" and made.weights_dir == str(Path.cwd() / "w")
+
+
+def test_submit_of_a_plan_without_imagenet_weights_reads_no_weights_url(
+    home: Path,
+    s3_server,
+    s3_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CONVLAB_WEIGHTS_DIR", s3_server.url(f"{s3_prefix}/no-weights-here"))
+    result = invoke("submit", "train", "--regime", "scratch", "--profile", "smoke", "--no-wait")
+    assert result.exit_code == 0, result.output

@@ -24,8 +24,9 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     ),
     "CONVLAB_CACHE_LIMIT_MB": (
         "2048",
-        "the per-host cache of verified downloads from an object store ($CONVLAB_HOME/cache/artifacts); "
-        "least recently used files go first",
+        "the per-host cache of verified downloads from an object store ($CONVLAB_HOME/cache/artifacts, "
+        "and cache/inputs/<scheme>/<bucket> for each bucket of CONVLAB_CIFAR10 / CONVLAB_WEIGHTS_DIR URLs, "
+        "each under this limit); least recently used files go first",
     ),
     "CONVLAB_CIFAR10": (
         "",

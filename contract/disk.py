@@ -13,6 +13,8 @@ from pathlib import Path
 
 # The decoded CIFAR-10 cache: 60,000 x 32 x 32 x 3 bytes of images, the labels as int64, the npz headers.
 CIFAR_CACHE_BYTES = 185_000_000
+# The official cifar-10-python.tar.gz: what a host fetches into its input cache when CONVLAB_CIFAR10 is a URL.
+CIFAR_TARBALL_BYTES = 170_500_000
 # Free space the best-effort data cache leaves behind it: it is written only if this much stays free
 # afterwards, so that it never takes the room of what a run cannot do without (two alpha-1.0 checkpoints
 # of about 40 MB each while one replaces the other, figures, logs, other tasks on the same disk).

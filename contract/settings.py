@@ -24,11 +24,21 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     ),
     "CONVLAB_CACHE_LIMIT_MB": (
         "2048",
-        "the per-host cache of verified downloads from an object store ($CONVLAB_HOME/cache/artifacts); "
-        "least recently used files go first",
+        "the per-host cache of verified downloads from an object store ($CONVLAB_HOME/cache/artifacts, "
+        "and cache/inputs/<scheme>/<bucket> for each bucket of CONVLAB_CIFAR10 / CONVLAB_WEIGHTS_DIR URLs, "
+        "each under this limit); least recently used files go first",
     ),
-    "CONVLAB_CIFAR10": ("", "unset: Keras's own cifar10.load_data() (downloads once into the Keras cache)"),
-    "CONVLAB_WEIGHTS_DIR": ("", "unset: Keras's cache/download for ImageNet weights"),
+    "CONVLAB_CIFAR10": (
+        "",
+        "unset: Keras's own cifar10.load_data() (downloads once into the Keras cache); else "
+        "cifar-10-python.tar.gz or its extracted folder, as a local path or s3://BUCKET/KEY (gs://, az://: "
+        "fetched once per host into $CONVLAB_HOME/cache/inputs, verified)",
+    ),
+    "CONVLAB_WEIGHTS_DIR": (
+        "",
+        "unset: Keras's cache/download for ImageNet weights; else a folder holding Keras's "
+        "mobilenet_*_224_tf_no_top.h5 files, as a local path or an s3://BUCKET/PREFIX (gs://, az://)",
+    ),
     "CONVLAB_LEASE_SECONDS": (
         "60",
         "a run whose heartbeat is older than this is taken over by another worker",
@@ -127,6 +137,12 @@ class Settings:
         return self.home / "cache" / "artifacts"
 
     @property
+    def input_cache_dir(self) -> Path:
+        """This host's verified downloads of ``CONVLAB_CIFAR10`` / ``CONVLAB_WEIGHTS_DIR`` given as
+        object-store URLs (``<scheme>/<bucket>/<key>`` below it)."""
+        return self.home / "cache" / "inputs"
+
+    @property
     def scratch_dir(self) -> Path:
         """This host's local files on their way into an object store (checkpoints, figures)."""
         return self.home / "scratch"
@@ -183,6 +199,43 @@ OBJECT_STORE_SCHEMES = ("s3", "gs", "az")
 ARTIFACTS_FORMS = "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX or file:///ABSOLUTE/PATH"
 
 
+INPUT_FORMS = "a local path, file:///ABSOLUTE/PATH, s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/KEY"
+# A bucket (container) name becomes a folder of the per-host cache: S3's, GCS's and Azure's rules allow
+# no more than these characters.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _object_url(name: str, raw: str) -> str | None:
+    """``raw`` as ``scheme://BUCKET[/KEY]`` (scheme lower-cased, no trailing slash) when it names an object
+    store; None when it has no object-store scheme. The one parser of object-store URLs (artifacts and
+    inputs): credentials in the URL are refused, as they would end up in logs."""
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not (sep and scheme.lower() in OBJECT_STORE_SCHEMES):
+        return None
+    bucket = rest.split("/", 1)[0]
+    if "@" in bucket:
+        raise SettingsError(
+            f"{name}: credentials do not belong in the URL; "
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's own variables)"
+        )
+    if not _BUCKET.fullmatch(bucket) or bucket.strip(".") != bucket:
+        return None
+    return f"{scheme.lower()}://{rest}"
+
+
+def is_object_url(value: str | None) -> bool:
+    """Whether a (validated) setting names an object in a store rather than a local path."""
+    return value is not None and value.partition("://")[0] in OBJECT_STORE_SCHEMES and "://" in value
+
+
+def split_object_url(url: str) -> tuple[str, str, str]:
+    """``s3://bucket/a/b`` -> ``("s3", "bucket", "a/b")`` (the key may be empty: the bucket's root)."""
+    scheme, _sep, rest = url.partition("://")
+    bucket, _slash, key = rest.partition("/")
+    return scheme, bucket, key.strip("/")
+
+
 def _artifacts_url(raw: str | None) -> str | None:
     """``CONVLAB_ARTIFACTS_URL`` normalised (no trailing slash), or a one-line refusal."""
     if not raw or not raw.strip():
@@ -191,14 +244,26 @@ def _artifacts_url(raw: str | None) -> str | None:
     scheme, sep, rest = url.partition("://")
     if sep and scheme.lower() == "file" and rest.startswith("/"):
         return url
-    if sep and scheme.lower() in OBJECT_STORE_SCHEMES and rest and not rest.startswith("/"):
-        if "@" in rest.split("/", 1)[0]:
-            raise SettingsError(
-                "CONVLAB_ARTIFACTS_URL: credentials do not belong in the URL; "
-                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's own variables)"
-            )
-        return f"{scheme.lower()}://{rest}"
+    if (found := _object_url("CONVLAB_ARTIFACTS_URL", raw)) is not None:
+        return found
     raise SettingsError(f"CONVLAB_ARTIFACTS_URL={mask_url(raw)!r}: expected {ARTIFACTS_FORMS}")
+
+
+def _input_setting(env: Mapping[str, str], name: str) -> str | None:
+    """``CONVLAB_CIFAR10`` or ``CONVLAB_WEIGHTS_DIR``: a local path as given (made absolute where a worker
+    is started), ``file:///PATH`` as the path it names, an object-store URL normalised; any other
+    ``scheme://`` is refused in one line naming the variable."""
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return None
+    scheme, sep, rest = raw.strip().partition("://")
+    if not sep:
+        return raw
+    if scheme.lower() == "file" and rest.startswith("/"):
+        return rest  # a file:// URL is a local path: nothing to fetch, nothing to cache
+    if (found := _object_url(name, raw)) is not None:
+        return found
+    raise SettingsError(f"{name}={mask_url(raw)!r}: expected {INPUT_FORMS}")
 
 
 def _broker_url(raw: str | None) -> str | None:
@@ -228,8 +293,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         artifacts_url=_artifacts_url(env.get("CONVLAB_ARTIFACTS_URL")),
         cache_limit_mb=_positive_float(env, "CONVLAB_CACHE_LIMIT_MB"),
         broker_url=_broker_url(env.get("CONVLAB_BROKER_URL")),
-        cifar10_path=env.get("CONVLAB_CIFAR10") or None,
-        weights_dir=env.get("CONVLAB_WEIGHTS_DIR") or None,
+        cifar10_path=_input_setting(env, "CONVLAB_CIFAR10"),
+        weights_dir=_input_setting(env, "CONVLAB_WEIGHTS_DIR"),
         lease_seconds=_positive_float(env, "CONVLAB_LEASE_SECONDS"),
         heartbeat_seconds=_positive_float(env, "CONVLAB_HEARTBEAT_SECONDS"),
         resend_seconds=_positive_float(env, "CONVLAB_RESEND_SECONDS"),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from contract.profiles import PROFILES
-from contract.settings import Settings, SettingsError, load_settings, mask_url
+from contract.settings import Settings, SettingsError, is_object_url, load_settings, mask_url
 from contract.specs import REGIMES, ImageKind, image_kind
 from contract.wording import counted
 from orchestrator.errors import Interrupted, OrchestratorError, UserError
@@ -643,8 +643,10 @@ def worker(cli: CliContext, gpu: int | None, slots: int, name: str | None, logle
         ("CONVLAB_CIFAR10", cli.settings.cifar10_path),
         ("CONVLAB_WEIGHTS_DIR", cli.settings.weights_dir),
     ):
-        if value is not None:  # absolute: what was checked is what the task processes read
-            launch.env[key] = str(Path(value).expanduser().absolute())
+        # A path made absolute: what was checked is what the task processes read. An object-store URL
+        # stays one: each task resolves it into this host's verified cache.
+        if value is not None:
+            launch.env[key] = value if is_object_url(value) else str(Path(value).expanduser().absolute())
     cli.db()  # create or check the schema before the worker starts (and fail early if unreachable)
     check_broker(cli.settings)
     click.echo(f"starting worker {launch.name} ({launch.env['CONVLAB_WORKER_DEVICE']})", err=True)

@@ -18,21 +18,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from contract.disk import CIFAR_CACHE_BYTES, free_bytes
-from contract.settings import Settings
+from contract.disk import CIFAR_CACHE_BYTES, CIFAR_TARBALL_BYTES, free_bytes
+from contract.inputs import CIFAR_FOLDER, weights_file_name
+from contract.settings import Settings, is_object_url
 from contract.specs import TrainSpec, VisualizeSpec
 from orchestrator import host
 from orchestrator.errors import UserError
 from storage.models import RunKind
 
-# Keras's own file names (worker.experiments.models.weights_file_name, which imports Keras; a test keeps
-# the two in step). The conv weights fit any input size, so the file depends on the width alone.
-_ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
 WEIGHTS_HOST = "storage.googleapis.com"  # where keras.applications.MobileNet downloads them from
 CIFAR_HOST = "www.cs.toronto.edu"  # where keras.datasets.cifar10.load_data() downloads from
 # Where Keras 3 keeps CIFAR-10 after load_data() (get_file(fname="cifar-10-batches-py-target", extract)).
 KERAS_CIFAR_FOLDER = Path("datasets") / "cifar-10-batches-py-target"
-CIFAR_BATCHES = "cifar-10-batches-py"
+CIFAR_BATCHES = CIFAR_FOLDER
 
 # Disk: MobileNet v1 has about 3.3 million parameters x alpha^2; a checkpoint holds them with Adam's two
 # moments (x3, float32), and two checkpoints of a run coexist for a moment (the new one is written
@@ -41,10 +39,6 @@ _PARAMS_AT_ALPHA_1 = 3.3e6
 MARGIN_BYTES = 50_000_000  # figures, visualizations, report, logs, the broker's messages
 
 Work = tuple[RunKind, dict[str, Any], str]  # (kind, spec, label) of a run that will execute
-
-
-def weights_file_name(alpha: float) -> str:
-    return f"mobilenet_{_ALPHA_TEXT[alpha]}_224_tf_no_top.h5"
 
 
 def checkpoint_bytes(alpha: float) -> int:
@@ -84,7 +78,8 @@ def absolute_inputs(settings: Settings) -> Settings:
     """
 
     def absolute(raw: str | None) -> str | None:
-        return None if raw is None else str(_absolute(raw))
+        # An object-store URL is no path: each worker resolves it into its own cache.
+        return raw if raw is None or is_object_url(raw) else str(_absolute(raw))
 
     return replace(
         settings, cifar10_path=absolute(settings.cifar10_path), weights_dir=absolute(settings.weights_dir)
@@ -180,6 +175,8 @@ def check_disk(settings: Settings, needs: Needs, *, free: Callable[[Path], int] 
     cache = settings.home / "cache"
     if settings.cifar10_path is not None and not any(cache.glob("cifar10-*.npz")):
         need += CIFAR_CACHE_BYTES
+        if is_object_url(settings.cifar10_path):
+            need += CIFAR_TARBALL_BYTES  # fetched into $CONVLAB_HOME/cache/inputs first
     available = free(settings.home)
     if available < need:
         raise UserError(
@@ -202,9 +199,36 @@ def check_local_run(
     needs = needs_of(work)
     keras_dir = keras_dir if keras_dir is not None else host.keras_home()
     if needs.cifar_by:
-        check_cifar10(settings.cifar10_path, keras_dir=keras_dir, can_reach=can_reach)
-    check_weights(settings.weights_dir, needs.weights_by, keras_dir=keras_dir, can_reach=can_reach)
+        if is_object_url(settings.cifar10_path):
+            check_remote_inputs(settings, cifar10=True)
+        else:
+            check_cifar10(settings.cifar10_path, keras_dir=keras_dir, can_reach=can_reach)
+    if is_object_url(settings.weights_dir):
+        if needs.weights_by:  # a plan that loads no ImageNet file reads nothing there
+            names = [weights_file_name(a) for a in sorted(needs.weights_by)]
+            check_remote_inputs(settings, weights=True, weight_names=names)
+    else:
+        check_weights(settings.weights_dir, needs.weights_by, keras_dir=keras_dir, can_reach=can_reach)
     check_disk(settings, needs, free=free)
+
+
+def check_remote_inputs(
+    settings: Settings, *, cifar10: bool = False, weights: bool = False, weight_names: list[str] | None = None
+) -> None:
+    """The object-store inputs asked for: the store answers with this host's credentials, the bucket
+    exists, the objects are there and readable (HEADs and ``.sha256`` reads; nothing downloaded, nothing
+    written). ``weight_names`` None: any Keras weight file will do (a worker does not know the widths it
+    will run)."""
+    from storage import remote_inputs
+    from storage.errors import ArtifactError
+
+    try:
+        if cifar10 and is_object_url(settings.cifar10_path):
+            remote_inputs.check_cifar10(settings)
+        if weights and is_object_url(settings.weights_dir):
+            remote_inputs.check_weights(settings, weight_names)
+    except ArtifactError as exc:
+        raise UserError(exc.reason) from None
 
 
 def check_worker_store(settings: Settings) -> None:
@@ -220,10 +244,12 @@ def check_worker_store(settings: Settings) -> None:
 
 
 def check_worker_paths(settings: Settings) -> None:
-    """At ``orchestrator worker`` start: the data and weights settings it will read name what exists."""
-    if settings.cifar10_path is not None:
+    """At ``orchestrator worker`` start: the data and weights settings it will read name what exists (an
+    object-store URL: reachable with this host's credentials, bucket present, objects readable)."""
+    check_remote_inputs(settings, cifar10=True, weights=True)  # the settings that are URLs
+    if settings.cifar10_path is not None and not is_object_url(settings.cifar10_path):
         check_cifar10(settings.cifar10_path, keras_dir=host.keras_home(), can_reach=lambda _: True)
-    if settings.weights_dir is not None:
+    if settings.weights_dir is not None and not is_object_url(settings.weights_dir):
         folder = _absolute(settings.weights_dir)
         if not folder.is_dir():
             raise UserError(f"CONVLAB_WEIGHTS_DIR: no such folder: {folder}{_as_given(settings.weights_dir)}")

@@ -1,15 +1,17 @@
-"""This host's cache of verified downloads from an object store, keyed by (key, sha256).
+"""This host's cache of verified downloads from an object store, keyed by (key, version: the sha256).
 
 A key's file lands at ``<root>/<key>``, keeping the key's folder, so the files of one checkpoint fetched
 the same way sit side by side where Keras expects them. Bookkeeping lives apart, under
 ``<root>/.convlab-cache/`` (no key of the store's layout starts with a dot):
 
-- ``sha256/<key>``: the sidecar, ``"<sha256> <size> <mtime_ns>"`` of the file as this cache verified it,
-  written after the file. A hit is a file whose sidecar names the wanted sha256 and whose size and mtime
-  are still the recorded ones; the file is not re-hashed (hashing 40 MB costs ~25-100 ms a read, more
-  than a whole hit otherwise; the stat check still catches a file rewritten or truncated in place, not a
-  bit flipped by the disk). The sidecar's own mtime is the file's last use (touched on each hit): the LRU
-  order.
+- ``sha256/<key>``: the sidecar, ``"<version> <size> <mtime_ns>"`` of the file as this cache verified it,
+  written after the file. The version is the file's sha256 (artifacts, whose sha256 the database
+  recorded); an input fetched from a store that records none is versioned by its size and ETag instead
+  (:meth:`ArtifactCache.fetch_version`). A hit is a file whose sidecar names the wanted version and
+  whose size and mtime are still the recorded ones; the file is not re-hashed (hashing 40 MB costs
+  ~25-100 ms a read, more than a whole hit otherwise; the stat check still catches a file rewritten or
+  truncated in place, not a bit flipped by the disk). The sidecar's own mtime is the file's last use
+  (touched on each hit): the LRU order.
 - ``locks/<key>.lock``: an ``fcntl.flock`` per key, held while a process checks and downloads, so three
   processes wanting the same model download it once; the others wait and find the hit. Lock files are
   kept (a few bytes each): removing a lock file someone may be about to lock would let two holders in.
@@ -79,11 +81,28 @@ class ArtifactCache:
     def fetch(self, key: str, sha256: str, download: Download, *, where: str) -> Path:
         """The cached file holding ``key``'s bytes with this ``sha256``, downloaded at most once per host
         (``download`` writes them into the file it is given). ``where`` names the source in errors."""
+        return self.fetch_version(key, sha256, download, where=where, sha256=sha256)
+
+    def fetch_version(
+        self,
+        key: str,
+        version: str,
+        download: Download,
+        *,
+        where: str,
+        sha256: str | None,
+        size: int | None = None,
+    ) -> Path:
+        """The cached file holding ``key`` at ``version`` (a token without spaces: a hit is a file cached
+        under the same one), downloaded at most once per host. The download is refused naming the key if
+        its sha256 is not ``sha256`` (when known) or its size not ``size`` (when given)."""
+        if not version or any(c.isspace() for c in version):
+            raise ArtifactError(key, f"cache version {version!r} is empty or holds spaces")
         target = self.path_of(key)
         with self._locked(key):
-            if self._is_hit(key, target, sha256):
+            if self._is_hit(key, target, version):
                 return target
-            self._download(key, target, sha256, download, where)
+            self._download(key, target, version, download, where, sha256=sha256, size=size)
             self._evict(keep=key)
         return target
 
@@ -110,14 +129,14 @@ class ArtifactCache:
 
     def _read_sidecar(self, key: str) -> tuple[str, int, int] | None:
         try:
-            sha256, size, mtime_ns = (self._meta / key).read_text(encoding="ascii").split()
-            return sha256, int(size), int(mtime_ns)
+            version, size, mtime_ns = (self._meta / key).read_text(encoding="ascii").split()
+            return version, int(size), int(mtime_ns)
         except (OSError, ValueError):
             return None
 
-    def _matches(self, key: str, target: Path, sha256: str) -> bool:
+    def _matches(self, key: str, target: Path, version: str) -> bool:
         recorded = self._read_sidecar(key)
-        if recorded is None or recorded[0] != sha256:
+        if recorded is None or recorded[0] != version:
             return False
         try:
             info = target.stat()
@@ -125,14 +144,24 @@ class ArtifactCache:
             return False
         return (info.st_size, info.st_mtime_ns) == recorded[1:]
 
-    def _is_hit(self, key: str, target: Path, sha256: str) -> bool:
-        if not self._matches(key, target, sha256):
+    def _is_hit(self, key: str, target: Path, version: str) -> bool:
+        if not self._matches(key, target, version):
             return False
         with suppress(OSError):  # the LRU clock; a failed touch only makes it older
             os.utime(self._meta / key)
         return True
 
-    def _download(self, key: str, target: Path, sha256: str, download: Download, where: str) -> None:
+    def _download(
+        self,
+        key: str,
+        target: Path,
+        version: str,
+        download: Download,
+        where: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+    ) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         # The sidecar goes first: a file without a matching sidecar is never a hit, whatever a crash
         # between the two steps leaves.
@@ -146,8 +175,10 @@ class ArtifactCache:
                 out.flush()
                 os.fsync(out.fileno())
             actual = sink.digest.hexdigest()
-            if actual != sha256:
+            if sha256 is not None and actual != sha256:
                 raise corrupt(key, actual, sha256, where)
+            if size is not None and sink.size != size:
+                raise ArtifactError(key, f"truncated: {sink.size} bytes {where}, expected {size}")
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -158,7 +189,7 @@ class ArtifactCache:
         sidecar.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(f"{sha256} {info.st_size} {info.st_mtime_ns}\n")
+            fh.write(f"{version} {info.st_size} {info.st_mtime_ns}\n")
         os.replace(tmp, sidecar)
 
     def _entries(self) -> Iterator[_Entry]:

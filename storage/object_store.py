@@ -23,6 +23,7 @@ import re
 import shutil
 import socket
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -99,6 +100,15 @@ def _is_missing(exc: BaseException) -> bool:
     return isinstance(exc, FileNotFoundError | NotFoundError) and not _no_bucket(exc)
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of a key, as a HEAD saw it."""
+
+    key: str
+    size: int
+    etag: str | None
+
+
 class ObjectStore(ArtifactStore):
     is_local = False
 
@@ -173,11 +183,15 @@ class ObjectStore(ArtifactStore):
             self._fail(key, "upload", exc)
         return True
 
-    def _chunks(self, key: str) -> Iterator[bytes]:
+    def _chunks(self, key: str, *, if_match: str | None = None) -> Iterator[bytes]:
+        """The key's bytes, streamed; with ``if_match``, only the version that ETag names (a key replaced
+        since is refused, not read half old and half new)."""
         try:
-            result = obstore.get(self._store, key)
+            result = obstore.get(self._store, key, options={"if_match": if_match} if if_match else None)
             for chunk in result:
                 yield bytes(chunk)
+        except PreconditionError:
+            raise ArtifactError(key, f"changed while downloaded: {self.url}/{key}; try again") from None
         except (BaseError, FileNotFoundError) as exc:
             self._fail(key, "download", exc)
 
@@ -288,6 +302,49 @@ class ObjectStore(ArtifactStore):
                 out.write(chunk)
 
         return self.cache.fetch(key, sha256, download, where=f"downloaded from {self.url}/{key}")
+
+    # Objects nobody recorded a sha256 for (inputs a user uploaded): pinned by what the store says.
+
+    def version_of(self, relpath: str) -> ObjectVersion | None:
+        """The key's size and ETag (a HEAD), or None if it does not exist."""
+        key = self.validate_name(relpath)
+        try:
+            meta = obstore.head(self._store, key)
+        except (BaseError, FileNotFoundError) as exc:
+            if _is_missing(exc):
+                return None
+            self._fail(key, "HEAD", exc)
+        return ObjectVersion(key, int(meta["size"]), meta.get("e_tag"))
+
+    def bucket_missing(self) -> bool:
+        """Whether the bucket (container) is known not to exist: S3 answers a HEAD of a key in a missing
+        bucket with a bare 404, like a missing key, so a LIST (which names NoSuchBucket) tells them apart.
+        False when the listing shows the bucket, or cannot say (credentials that may not list)."""
+        try:
+            next(iter(obstore.list(self._store, prefix=_PROBE_FOLDER, chunk_size=1)), None)
+        except (BaseError, FileNotFoundError) as exc:
+            return _no_bucket(exc)
+        return False
+
+    def read_if_exists(self, relpath: str) -> bytes | None:
+        """A small object's bytes (a ``.sha256`` sidecar), or None if it does not exist."""
+        return self._get(self.validate_name(relpath))
+
+    def local_copy_of_version(self, version: ObjectVersion, *, sha256: str | None) -> Path:
+        """A verified copy of the object at ``version`` in this host's cache, downloaded at most once: its
+        bytes hashed against ``sha256`` when one is known, else its size checked and its GET bound to the
+        ETag (``If-Match``). The cache version is the sha256, or the ETag and size: an object replaced
+        since it was cached has another ETag and is fetched again."""
+        key = version.key
+        pin = sha256 or "etag-" + hashlib.sha256(f"{version.etag} {version.size}".encode()).hexdigest()[:40]
+
+        def download(out: BinaryIO) -> None:
+            for chunk in self._chunks(key, if_match=version.etag):
+                out.write(chunk)
+
+        return self.cache.fetch_version(
+            key, pin, download, where=f"downloaded from {self.url}/{key}", sha256=sha256, size=version.size
+        )
 
     # Listing and removal.
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from contract.inputs import WEIGHTS_ALPHA_TEXT, weights_file_name
 from contract.specs import ReportSpec, TrainSpec, VisualizeSpec
 from storage import repository as repo
 from storage.errors import ArtifactError
@@ -24,6 +25,7 @@ ARTIFACT_IMAGE_PREFIX = "artifact:"
 
 
 def run_train(ctx: RunContext) -> None:
+    from storage import remote_inputs  # obstore is imported only where it is used
     from worker.experiments.checkpoints import read_state_file
     from worker.experiments.data import load_cifar10
     from worker.experiments.regimes import EpochRecord, train
@@ -45,7 +47,7 @@ def run_train(ctx: RunContext) -> None:
                 repo.record_epoch(s, ctx.run_id, record, fence=ctx.fence)
 
     data = load_cifar10(
-        ctx.settings.cifar10_path,
+        remote_inputs.local_cifar10(ctx.settings),  # a URL: this host's verified copy, fetched once
         train_limit=spec.train_limit,
         val_limit=spec.val_limit,
         seed=spec.seed,
@@ -80,7 +82,7 @@ def run_train(ctx: RunContext) -> None:
         spec,
         data,
         checkpoint_dir,
-        weights_dir=ctx.settings.weights_dir,
+        weights_dir=_weights_dir(ctx, spec.alpha, needed=spec.weights == "imagenet"),
         resume_from=resume_from,
         on_epoch=on_epoch,
         should_stop=ctx.should_stop,
@@ -90,6 +92,15 @@ def run_train(ctx: RunContext) -> None:
     if result.stopped and result.epochs_completed < result.total_epochs:
         return
     ctx.stopped_because = None  # the last epoch finished: the run is complete whatever came after
+
+
+def _weights_dir(ctx: RunContext, alpha: float, *, needed: bool) -> str | None:
+    """``CONVLAB_WEIGHTS_DIR`` as a local folder; a URL's holds this host's verified copy of the width's
+    file when the run loads ImageNet weights (nothing is fetched otherwise)."""
+    from storage import remote_inputs
+
+    names = [weights_file_name(alpha)] if needed and alpha in WEIGHTS_ALPHA_TEXT else []
+    return remote_inputs.local_weights_dir(ctx.settings, names)
 
 
 def _stored(ctx: RunContext, relpath: str) -> tuple[str, str, int]:
@@ -160,9 +171,8 @@ def run_visualize(ctx: RunContext) -> None:
     if spec.source == "checkpoint" and checkpoint is None:
         raise ValueError("source=checkpoint but the run depends on no training run")
     spec = replace(spec, image=resolve_image(ctx, spec.image, spec.image_sha256))
-    result = visualize(
-        spec, checkpoint=checkpoint, weights_dir=ctx.settings.weights_dir, should_stop=ctx.should_stop
-    )
+    weights_dir = _weights_dir(ctx, spec.alpha, needed=spec.source == "imagenet")
+    result = visualize(spec, checkpoint=checkpoint, weights_dir=weights_dir, should_stop=ctx.should_stop)
     ctx.save_bytes("input.png", _png(result.input_image), ArtifactKind.IMAGE)
     for layer, picture in result.layers.items():
         ctx.save_bytes(f"{layer}.png", _png(picture), ArtifactKind.IMAGE)

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 
 from contract.disk import CACHE_KEEP_FREE_BYTES, free_bytes
+from contract.inputs import CIFAR_FOLDER, CIFAR_META, CIFAR_TARBALL, CIFAR_TEST_BATCH, CIFAR_TRAIN_BATCHES
 from worker.experiments.errors import DataError
 
-TARBALL_NAME = "cifar-10-python.tar.gz"
-FOLDER_NAME = "cifar-10-batches-py"
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-META = "batches.meta"
+# The layout's names live in the contract: the submit checks and the object-store resolver share them.
+TARBALL_NAME = CIFAR_TARBALL
+FOLDER_NAME = CIFAR_FOLDER
+TRAIN_BATCHES = CIFAR_TRAIN_BATCHES
+TEST_BATCH = CIFAR_TEST_BATCH
+META = CIFAR_META
 NUM_CLASSES = 10
 _ROW = 32 * 32 * 3
 _STALE_TEMPORARY_SECONDS = 3600

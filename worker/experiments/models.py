@@ -23,6 +23,8 @@ from pathlib import Path
 
 import keras
 
+from contract.inputs import WEIGHTS_ALPHA_TEXT
+from contract.inputs import weights_file_name as contract_weights_file_name
 from worker.experiments.errors import WeightsError
 
 BASE_NAME = "mobilenet_base"
@@ -30,18 +32,17 @@ NUM_CLASSES = 10
 CIFAR_SIZE = 32
 # Where keras.applications.MobileNet downloads its weights from (same as Keras's BASE_WEIGHT_PATH).
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
-_ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
 # Pad-and-crop by 4 pixels on 32: a shift of up to 4/32 of the image each way (the usual CIFAR setting).
 _SHIFT = 4 / CIFAR_SIZE
 
 
 def weights_file_name(alpha: float) -> str:
     """Keras's own file name for the no-top ImageNet weights at 224 (conv weights fit any input size)."""
-    if alpha not in _ALPHA_TEXT:
+    if alpha not in WEIGHTS_ALPHA_TEXT:
         raise WeightsError(
-            f"alpha: ImageNet weights exist for {', '.join(map(str, _ALPHA_TEXT))}; got {alpha}"
+            f"alpha: ImageNet weights exist for {', '.join(map(str, WEIGHTS_ALPHA_TEXT))}; got {alpha}"
         )
-    return f"mobilenet_{_ALPHA_TEXT[alpha]}_224_tf_no_top.h5"
+    return contract_weights_file_name(alpha)
 
 
 def imagenet_weights_path(alpha: float, weights_dir: str | None) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.settings import SettingsError, load_settings, mask_url
+from contract.settings import SettingsError, is_object_url, load_settings, mask_url
 
 
 @pytest.mark.parametrize(
@@ -170,3 +170,37 @@ def test_other_artifact_urls_are_refused_naming_the_variable(url: str, why: str)
     message = str(info.value)
     assert message.startswith("CONVLAB_ARTIFACTS_URL") and why in message
     assert "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("../data/cifar-10-python.tar.gz", "../data/cifar-10-python.tar.gz"),  # made absolute later
+        ("file:///srv/data/cifar-10-python.tar.gz", "/srv/data/cifar-10-python.tar.gz"),
+        ("S3://lab/data/cifar-10-python.tar.gz", "s3://lab/data/cifar-10-python.tar.gz"),
+        ("gs://bucket/inputs/", "gs://bucket/inputs"),
+        ("az://container", "az://container"),
+    ],
+)
+def test_input_settings_are_local_paths_or_object_store_urls(value: str, kept: str) -> None:
+    settings = load_settings({"CONVLAB_CIFAR10": value, "CONVLAB_WEIGHTS_DIR": value})
+    assert settings.cifar10_path == kept and settings.weights_dir == kept
+    assert is_object_url(kept) == ("://" in kept)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "expected a local path"),
+        ("s3:///data", "s3://BUCKET/KEY"),
+        ("file://relative", "file:///ABSOLUTE/PATH"),
+        ("s3://key:secret@bucket/data", "credentials do not belong in the URL"),
+    ],
+)
+def test_other_input_urls_are_refused_naming_the_variable(value: str, why: str) -> None:
+    for name in ("CONVLAB_CIFAR10", "CONVLAB_WEIGHTS_DIR"):
+        with pytest.raises(SettingsError) as info:
+            load_settings({name: value})
+        message = str(info.value)
+        assert message.startswith(name) and why in message
+        assert "secret" not in message and "\n" not in message

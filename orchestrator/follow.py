@@ -54,7 +54,9 @@ def follow_to_end(settings: Settings, db: Database, sweep_id: str, console: Any)
     source = SourceWatch()  # the local worker loads the code this process did: see below
     restore = _hang_up_like_ctrl_c()
     try:
-        if settings.embedded_broker:
+        # A sweep whose runs all ended already (every one reused) needs no worker: starting one would cost
+        # a second of process start and a line saying it ran.
+        if settings.embedded_broker and not status_rows.all_finished(status_rows.sweep_rows(db, sweep_id)):
             local = LocalWorker(preflight.absolute_inputs(settings), sweep_id=sweep_id)
             monitor.say(console, f"started local worker {local.name} (log: {local.log_path})")
 

@@ -33,3 +33,11 @@ def test_submit_all_on_the_embedded_default_runs_everything_then_reuses_it(embed
     assert "6 run(s) reuse identical earlier runs" in again.stdout
     second = json.loads(embedded_stack.orchestrator("status", "--json", check=True).stdout)["runs"]
     assert sorted(r["status"] for r in second) == ["cached"] * 6 + ["succeeded"]  # only the report ran
+
+    # A plan whose every run is reused ends at once, with no worker started for it.
+    cached = embedded_stack.orchestrator(
+        "submit", "train", "--regime", "scratch", "--profile", "smoke", timeout=300
+    )
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    assert "reuse identical earlier runs" in cached.stdout
+    assert "started local worker" not in cached.stdout + cached.stderr

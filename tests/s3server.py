@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -203,6 +204,16 @@ class S3Server:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(_bindable(p) for p in self.ports.values()):
             time.sleep(0.1)
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections are accepted by the kernel and then nothing answers (a store
+        that hangs, not one that refuses)."""
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:

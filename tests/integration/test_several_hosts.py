@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,45 @@ def test_a_store_outage_mid_training_commits_no_epoch_without_its_files(
     assert state["status"] == "succeeded" and state["epochs"] == [1, 2, 3, 4], state
     check = s3_stack.orchestrator("check", run["id"], home=host)
     assert check.returncode == 0 and "all intact" in check.stdout, check.stdout
+
+
+def test_a_store_that_hangs_mid_upload_does_not_stop_the_heartbeat(
+    s3_stack: Stack,
+    s3_server,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    # The store is frozen (SIGSTOP) after epoch 1 for 15 s, almost 4 leases (4 s): the next epoch's upload
+    # hangs, and the run's heartbeat must go on meanwhile, or a reaper would take the run over. Resumed
+    # within the upload's retry window, the same attempt finishes the run.
+    host = tmp_path / "host"
+    host.mkdir()
+    sweep_id = _submit(s3_stack, "train", "--regime", "imagenet", "--set", "epochs=4", home=host)
+    (run,) = _runs(s3_stack, sweep_id, host)
+    s3_stack.start_worker("w", home=host)
+    db = s3_stack.db()
+    wait_for(lambda: run_state(db, run["id"])["last_epoch"] >= 1, timeout=240, what="epoch 1")
+
+    def heartbeat() -> object:
+        with db.session(readonly=True) as s:
+            return repo.get_run(s, run["id"]).heartbeat_at
+
+    s3_server.pause()
+    try:
+        beats, deadline = set(), time.monotonic() + 15
+        while time.monotonic() < deadline:
+            beats.add(heartbeat())
+            time.sleep(0.5)
+        during = run_state(db, run["id"])
+    finally:
+        s3_server.resume()
+    # Epoch 2 trains in about a second here: still at epoch 1 after 15 s means its upload was hanging.
+    assert during["status"] == "running" and during["last_epoch"] == 1, during
+    assert len(beats) >= 8, f"the heartbeat stalled while the store hung: {sorted(map(str, beats))}"
+    state = wait_for(
+        lambda: (lambda st: st if st["status"] in TERMINAL else None)(run_state(db, run["id"])),
+        timeout=240,
+        what="the run to end",
+        on_timeout=lambda: s3_stack.log_of("w"),
+    )
+    assert state["status"] == "succeeded" and state["epochs"] == [1, 2, 3, 4], state
+    assert state["attempts"] == 1, state  # never taken over

@@ -52,6 +52,7 @@ def _env(home: Path, code: Path) -> dict[str, str]:
 
 def export(rev: str, into: Path) -> Path:
     """The tree of ``rev``, as files (no git worktree: nothing of this repository changes)."""
+    into.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into

@@ -34,6 +34,7 @@ import random
 import site
 import sys
 import threading
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ def prepare_process(settings: Settings) -> None:
     compile cache, which must set TensorFlow's flags before that import), so the first task is warm too,
     and remember what each task must leave as it found it. Never call in the worker's main process: the
     framework's threads do not survive the fork that makes the next task process."""
+    started = time.perf_counter()
     try:
         from worker.compile_cache import enable_compile_cache
 
@@ -72,6 +74,7 @@ def prepare_process(settings: Settings) -> None:
         import keras
 
         _state.keras_config = _keras_config(keras)
+        log.info("task process %d imported Keras in %.1f s", os.getpid(), time.perf_counter() - started)
     except Exception:  # noqa: BLE001 - a broken framework must fail the runs that need it, not the process
         log.exception("this task process could not import Keras ahead of its tasks; they will try again")
     _state.environ = dict(os.environ)
@@ -136,6 +139,13 @@ class TaskScope:
             _state.recycle = "; ".join(reasons)
         else:
             _restore_process()
+        log.info(
+            "task process %d: task %d ended %s, %s MB resident",
+            os.getpid(),
+            _state.tasks,
+            self._end or "with an exception",
+            "?" if rss is None else f"{rss:.0f}",
+        )
 
 
 def _keras_config(keras: types.ModuleType) -> dict[str, Any]:
@@ -159,6 +169,12 @@ def _reset_framework() -> None:
     keras.config.set_epsilon(config["epsilon"])
     keras.config.set_image_data_format(config["image_data_format"])
     keras.config.set_dtype_policy(config["dtype_policy"])
+    if "matplotlib" in sys.modules:  # a report's or a visualization's figures and style settings
+        import matplotlib
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        matplotlib.rc_file_defaults()
     gc.collect()
 
 

@@ -45,7 +45,7 @@ def execute(task: Task, run_id: str, kind: RunKind) -> str:
     worker = task.request.hostname or socket.gethostname()
     # One task of a warm process: SIGTERM means "stop at the next epoch"; afterwards the process is reset
     # for the next task, or recycled (see worker.warm).
-    with TaskScope(settings) as scope:
+    with TaskScope(settings, run_id) as scope:
         db, outcome = _attempt_through_outages(settings, run_id, kind, worker)
         scope.ended(outcome.end.value)
         if outcome.end == End.HANDED_BACK:

@@ -91,10 +91,11 @@ def tasks_run() -> int:
 
 
 class TaskScope:
-    """One task in a warm process: ``with TaskScope(settings) as scope: ...; scope.ended(end)``."""
+    """One task in a warm process: ``with TaskScope(settings, run_id) as scope: ...; scope.ended(end)``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, run_id: str) -> None:
         self._settings = settings
+        self._run_id = run_id
         self._end: str | None = None
         self._fds: set[str] = set()
         self._threads: set[threading.Thread] = set()
@@ -140,9 +141,10 @@ class TaskScope:
         else:
             _restore_process()
         log.info(
-            "task process %d: task %d ended %s, %s MB resident",
+            "task process %d: task %d (%s) ended %s, %s MB resident",
             os.getpid(),
             _state.tasks,
+            self._run_id,
             self._end or "with an exception",
             "?" if rss is None else f"{rss:.0f}",
         )

@@ -55,14 +55,15 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "auto: device on a GPU, fit on a CPU (where it is faster)",
     ),
     "CONVLAB_TASKS_PER_PROCESS": (
-        "100",
+        "20",
         "a worker slot's task process runs this many tasks (importing Keras once) and is then replaced; "
         "1: a fresh process for every task. It is also replaced after a failed task and above "
         "CONVLAB_PROCESS_MEMORY_MB",
     ),
     "CONVLAB_PROCESS_MEMORY_MB": (
-        "6144",
-        "a task process whose resident memory is above this after a task is replaced before the next one",
+        "4096",
+        "a task process whose resident memory is above this after a task is replaced before the next one "
+        "(a warm CPU task process holds about 0.8 GB after importing Keras, 1.0-1.2 GB after trainings)",
     ),
     # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
     "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
@@ -109,8 +110,8 @@ class Settings:
     worker_slots: int = 1
     compile_cache: bool = True
     train_loop: str = "auto"
-    tasks_per_process: int = 100
-    process_memory_mb: float = 6144.0
+    tasks_per_process: int = 20
+    process_memory_mb: float = 4096.0
 
     @property
     def database_url(self) -> str:

@@ -83,16 +83,17 @@ def metrics(stack: Stack, run_id: str) -> list[dict]:
 
 def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(stack: Stack) -> None:
     stack.env["CONVLAB_TASKS_PER_PROCESS"] = "3"
-    stack.start_worker("w1")
     same = ("train", "--regime", "scratch", "--set", "epochs=2")
+    # All three queued before the worker starts, so they run in this order and no reaper is there yet to
+    # send a second message for a run submit is sending (a no-op task that would count as one of three).
     first = submit(stack, *same)
-    assert ended(stack, first)["status"] == "succeeded"
     # A different model in between (the ImageNet base, other shapes of state), then the first training
-    # again (--force: not reused from the database) in the same process.
+    # again (--force: not reused from the database), each in the same process.
     other = submit(stack, "train", "--regime", "imagenet")
-    assert ended(stack, other)["status"] == "succeeded"
     again = submit(stack, *same, "--force")
-    assert ended(stack, again)["status"] == "succeeded"
+    stack.start_worker("w1")
+    for run_id in (first, other, again):
+        assert ended(stack, run_id)["status"] == "succeeded"
 
     envs = [environment(stack, r) for r in (first, other, again)]
     assert len({e["pid"] for e in envs}) == 1, envs  # one process ran all three
@@ -106,18 +107,12 @@ def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(
     assert len(metrics(stack, first)) == 2
 
     # Three tasks (CONVLAB_TASKS_PER_PROCESS=3): the process was replaced, and said why.
-    wait_for(
-        lambda: f"task process {pid} recycled after 3 tasks" in full_log(stack),
-        timeout=30,
-        what="the recycle to be logged",
-        on_timeout=lambda: stack.log_of("w1"),
-    )
-    assert "it ran 3 tasks (CONVLAB_TASKS_PER_PROCESS)" in full_log(stack)
+    assert f"task process {pid} recycled after 3 tasks: it ran 3 tasks (CONVLAB_TASKS_PER_PROCESS)" in log
     fourth = submit(stack, "train", "--regime", "scratch")
     assert ended(stack, fourth)["status"] == "succeeded"
-    env = environment(stack, fourth)
-    assert env["pid"] != pid and env["task_in_process"] == 1
-    assert not process_alive(pid)
+    new_pid = environment(stack, fourth)["pid"]
+    assert new_pid != pid and not process_alive(pid)
+    assert len(re.findall(rf"task process {new_pid} imported Keras", full_log(stack))) == 1
 
 
 def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> None:
@@ -139,7 +134,7 @@ def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> Non
         on_timeout=lambda: stack.log_of("w1"),
     )
     shutil.copy(source, tarball)  # the data is back: the next training succeeds
-    fine = submit(stack, "train", "--regime", "scratch", "--set", "seed=1")
+    fine = submit(stack, "train", "--regime", "scratch", "--set", "lr=0.002")
     assert ended(stack, fine)["status"] == "succeeded"
     env = environment(stack, fine)
     assert env["pid"] != pid and env["task_in_process"] == 1  # a new process, from its first task
@@ -152,7 +147,7 @@ def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recove
     w1 = stack.start_worker("w1")
     warmup = submit(stack, "train", "--regime", "scratch")
     assert ended(stack, warmup)["status"] == "succeeded"
-    run_id = submit(stack, "train", "--regime", "scratch", "--set", "epochs=4", "--set", "seed=2")
+    run_id = submit(stack, "train", "--regime", "scratch", "--set", "epochs=4")
     db = stack.db()
     wait_for(
         lambda: run_state(db, run_id)["last_epoch"] >= 1,

@@ -174,7 +174,7 @@ def test_other_artifact_urls_are_refused_naming_the_variable(url: str, why: str)
 
 def test_warm_process_limits_default_and_are_read() -> None:
     default = load_settings({})
-    assert default.tasks_per_process == 100 and default.process_memory_mb == 6144.0
+    assert default.tasks_per_process == 20 and default.process_memory_mb == 4096.0
     chosen = load_settings({"CONVLAB_TASKS_PER_PROCESS": "1", "CONVLAB_PROCESS_MEMORY_MB": "512.5"})
     assert chosen.tasks_per_process == 1 and chosen.process_memory_mb == 512.5
 

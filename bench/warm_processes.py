@@ -105,7 +105,12 @@ def worker_submit(home: Path, code: Path, profile: str, slots: int) -> dict[str,
             rows = real_rows(env, sweep_id)
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=120)
+            try:
+                worker.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # seen once with 2 slots on the embedded broker: say so
+                print(f"    worker x{slots} did not stop within 120 s of SIGTERM; killed", flush=True)
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=30)
     recycled = [
         line for line in log_path.read_text(errors="replace").splitlines() if "recycled after" in line
     ]
@@ -117,6 +122,8 @@ def main() -> None:
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--before", default="ad79799")
+    parser.add_argument("--no-submit", action="store_true", help="skip the `submit` cases")
+    parser.add_argument("--worker-before", action="store_true", help="also a 1-slot worker of before's code")
     parser.add_argument(
         "--slots", type=int, action="append", default=[], help="also time a worker with N slots"
     )
@@ -127,10 +134,11 @@ def main() -> None:
         npz = decoded_cache(ROOT, scratch)
         walls: dict[str, list[float]] = {}
         for round_ in range(1, args.rounds + 1):
-            cases: list[tuple[str, Path, int | None]] = [
-                ("submit, before", before, None),
-                ("submit, after", ROOT, None),
-            ]
+            cases: list[tuple[str, Path, int | None]] = []
+            if not args.no_submit:
+                cases += [("submit, before", before, None), ("submit, after", ROOT, None)]
+            if args.worker_before:
+                cases.append(("worker x1, before", before, 1))
             cases += [(f"worker x{n}, after", ROOT, n) for n in args.slots]
             for label, code, slots in cases:
                 home = fresh_home(scratch, f"r{round_}-{label.replace(' ', '').replace(',', '-')}", npz)

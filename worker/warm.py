@@ -9,8 +9,8 @@ TensorFlow's global seed: re-seeded from the OS, as a fresh process is), the env
 working directory, the task's SIGTERM handler. What cannot be put back is not: the process is replaced
 (recycled) before the next task instead, with the reason logged, when
 
-- the task did not end cleanly (failed, lost its run or its database, handed back, raised): its state
-  is not trusted;
+- the task did not end cleanly (failed, cancelled, lost its run or its database, handed back, raised):
+  its state is not trusted;
 - the process got SIGTERM (it is being stopped);
 - the task left files open or Python threads running;
 - it has run ``CONVLAB_TASKS_PER_PROCESS`` tasks;
@@ -45,8 +45,10 @@ from worker import shutdown
 
 log = logging.getLogger(__name__)
 
-# Ends after which the process serves the next task; any other end recycles it.
-CLEAN_ENDS = frozenset({"succeeded", "not started", "cancelled"})
+# Ends after which the process serves the next task; any other end recycles it. A cancelled task is
+# not one: it was stopped mid-work, and a user who cancels expects its process to end (the chaos suite
+# checks that it does).
+CLEAN_ENDS = frozenset({"succeeded", "not started"})
 
 
 @dataclass

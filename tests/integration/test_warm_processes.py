@@ -84,15 +84,16 @@ def metrics(stack: Stack, run_id: str) -> list[dict]:
 def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(stack: Stack) -> None:
     stack.env["CONVLAB_TASKS_PER_PROCESS"] = "3"
     same = ("train", "--regime", "scratch", "--set", "epochs=2")
-    # All three queued before the worker starts, so they run in this order and no reaper is there yet to
-    # send a second message for a run submit is sending (a no-op task that would count as one of three).
+    # The first two queued before the worker starts, so no reaper is there yet to send a second message
+    # for a run that submit is sending (a no-op task that would count as one of the three).
     first = submit(stack, *same)
     # A different model in between (the ImageNet base, other shapes of state), then the first training
-    # again (--force: not reused from the database), each in the same process.
+    # again (--force: not reused from the database; submitted once the first ended, or it would join it).
     other = submit(stack, "train", "--regime", "imagenet")
-    again = submit(stack, *same, "--force")
     stack.start_worker("w1")
-    for run_id in (first, other, again):
+    assert ended(stack, first)["status"] == "succeeded"
+    again = submit(stack, *same, "--force")
+    for run_id in (other, again):
         assert ended(stack, run_id)["status"] == "succeeded"
 
     envs = [environment(stack, r) for r in (first, other, again)]

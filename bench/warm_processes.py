@@ -1,7 +1,7 @@
 """A plan end to end with warm task processes against one fresh process per task, alternating in one run.
 
     PYTHONPATH=$PWD python bench/warm_processes.py [--profile smoke] [--rounds 2] [--before REV]
-        [--slots 1 --slots 2]
+        [--slots 1 --slots 2] [--worker-before] [--no-submit]
 
 ``before``: the code at ``REV`` (default ``ad79799``, the last commit with ``max_tasks_per_child=1``),
 exported with ``git archive`` into a temporary folder; ``after``: this checkout. Each case runs in a fresh
@@ -10,8 +10,9 @@ once beforehand (as on a machine that ran a plan before), with the real data of 
 
 - ``submit``: ``orchestrator submit all --profile P``, as a user types it (it starts its local worker,
   1 slot, and waits for the sweep): the command's wall time;
-- ``worker xN`` (with ``--slots``, after's code only): ``orchestrator worker --slots N`` started first and
-  ready, then ``submit all --profile P --no-wait``: submit to the sweep's last end, from the database.
+- ``worker xN`` (with ``--slots``, after's code; ``--worker-before``: also x1 of before's code):
+  ``orchestrator worker --slots N`` started first and ready, then ``submit all --profile P --no-wait``:
+  submit to the sweep's last end, from the database.
 
 Cases alternate within each round (before, after, then the slot cases), so a change in the machine's load
 touches both sides. Per case it prints the wall, and for the worker cases the per-task rows

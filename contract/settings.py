@@ -64,6 +64,17 @@ DEFAULTS: dict[str, tuple[str, str]] = {
         "steps; TensorFlow: Keras's steps_per_execution loop); fit: Keras's model.fit, one call per batch; "
         "auto: device on a GPU, fit on a CPU (where it is faster)",
     ),
+    "CONVLAB_TASKS_PER_PROCESS": (
+        "20",
+        "a worker slot's task process runs this many tasks (importing Keras once) and is then replaced; "
+        "1: a fresh process for every task. It is also replaced after a failed task and above "
+        "CONVLAB_PROCESS_MEMORY_MB",
+    ),
+    "CONVLAB_PROCESS_MEMORY_MB": (
+        "4096",
+        "a task process whose resident memory is above this after a task is replaced before the next one "
+        "(a warm CPU task process holds about 0.8 GB after importing Keras, 1.0-1.2 GB after trainings)",
+    ),
     # Set by `orchestrator worker` for the Celery process it starts; not meant to be set by hand.
     "CONVLAB_WORKER_DEVICE": ("", "what the worker runs on, as `orchestrator workers` shows it"),
     "CONVLAB_WORKER_SLOTS": ("1", "how many tasks the worker runs at once"),
@@ -85,6 +96,13 @@ def _positive_float(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+def _whole_number(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name) or DEFAULTS[name][0]
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number >= 1")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -102,6 +120,8 @@ class Settings:
     worker_slots: int = 1
     compile_cache: bool = True
     train_loop: str = "auto"
+    tasks_per_process: int = 20
+    process_memory_mb: float = 4096.0
 
     @property
     def database_url(self) -> str:
@@ -288,6 +308,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not attempts_raw.isdigit() or int(attempts_raw) < 1:
         raise SettingsError(f"CONVLAB_MAX_ATTEMPTS={attempts_raw!r}: expected a whole number >= 1")
     return Settings(
+        tasks_per_process=_whole_number(env, "CONVLAB_TASKS_PER_PROCESS"),
+        process_memory_mb=_positive_float(env, "CONVLAB_PROCESS_MEMORY_MB"),
         home=Path(env.get("CONVLAB_HOME") or DEFAULTS["CONVLAB_HOME"][0]).absolute(),
         database_url_override=_database_url(env.get("CONVLAB_DATABASE_URL")),
         artifacts_url=_artifacts_url(env.get("CONVLAB_ARTIFACTS_URL")),

@@ -59,9 +59,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         # One message at a time per process: a long training never sits behind another in a prefetch buffer.
         worker_prefetch_multiplier=1,
-        # A fresh process per task: TensorFlow frees GPU memory only when its process exits, and a crash
-        # (OOM, segfault) in one task cannot take the worker down (tensorflow#17048).
-        worker_max_tasks_per_child=1,
+        # Warm task processes (worker.warm, worker.pool): a process runs task after task and is replaced
+        # when worker.warm says so (failed task, CONVLAB_TASKS_PER_PROCESS, CONVLAB_PROCESS_MEMORY_MB);
+        # a crash (OOM, segfault) still takes down only its process (tensorflow#17048).
+        worker_max_tasks_per_child=None,
+        # A new task process imports Keras before it says it is up (worker_process_init): 4 s, Celery's
+        # default wait for that, is about the import itself on a busy 2-core machine.
+        worker_proc_alive_timeout=120.0,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

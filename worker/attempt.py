@@ -44,6 +44,7 @@ from worker.context import RunContext, StopReason
 from worker.dispatch import fail_blocked
 from worker.experiments.errors import StopRequested
 from worker.heartbeat import RunHeartbeat
+from worker.warm import tasks_run
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def _device_and_environment(kind: RunKind, settings: Settings) -> tuple[str, dic
     and which process on which host executes this attempt (to find it in `ps`, or in a chaos test).
 
     Turns the persistent compilation cache on first: this is where the task process imports Keras."""
-    process = {"host": socket.gethostname(), "pid": os.getpid()}
+    # The process's how-many-th task this is: 1 in a fresh task process, more in a warm one (worker.warm).
+    process = {"host": socket.gethostname(), "pid": os.getpid(), "task_in_process": tasks_run() + 1}
     if kind == RunKind.REPORT:  # no Keras needed: do not pay for importing it
         return "CPU", process
     from worker.compile_cache import enable_compile_cache

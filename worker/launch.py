@@ -1,11 +1,12 @@
 """How `orchestrator worker` starts a Celery worker: pool, concurrency, GPU pinning, environment.
 
-Process model: Celery's prefork pool with one task per child process (``max_tasks_per_child=1``). The
-main process never imports TensorFlow; each task runs in a fresh child that imports it, so GPU memory is
-returned to the driver when the task ends and a crash in one task (OOM, segfault) is contained: the main
-process notices the lost child, the message is re-queued, and the worker keeps serving. The threads and
-solo pools were rejected because they ignore ``max_tasks_per_child`` and would keep TensorFlow, its GPU
-memory and any corrupted state alive across tasks.
+Process model: Celery's prefork pool with warm task processes (``worker.pool``, ``worker.warm``). The main
+process never imports TensorFlow; each slot's child imports it once, right after its fork, and runs task
+after task, reset between them, until it is recycled (after a failed task, after
+``CONVLAB_TASKS_PER_PROCESS`` tasks, above ``CONVLAB_PROCESS_MEMORY_MB``). A crash in one task (OOM,
+segfault) is contained: the main process notices the lost child, the message is re-queued, and the worker
+keeps serving with a new child. The threads and solo pools were rejected because they run tasks inside the
+main process: a crash would take the worker down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 from worker.app import QUEUE
 from worker.owner import OWNER_ENV, OWNER_SWEEP_ENV, Owner
+
+# Celery's prefork pool whose task processes stay for the next task (worker.pool).
+WARM_POOL = "worker.pool:WarmTaskPool"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ def worker_launch(
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     env["CONVLAB_WORKER_DEVICE"] = f"{device} x{slots} slots" if slots > 1 else device
     env["CONVLAB_WORKER_SLOTS"] = str(slots)
+    env["CELERY_CUSTOM_WORKER_POOL"] = WARM_POOL
     label = f"gpu{gpu}" if gpu is not None else "cpu"
     node = name or f"{label}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
     argv = [
@@ -73,11 +78,9 @@ def worker_launch(
         "worker.main",
         "worker",
         "--pool",
-        "prefork",
+        "custom",  # Celery's name for the pool that CELERY_CUSTOM_WORKER_POOL names
         "--concurrency",
         str(slots),
-        "--max-tasks-per-child",
-        "1",
         "--prefetch-multiplier",
         "1",
         "--queues",

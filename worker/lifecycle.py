@@ -14,7 +14,13 @@ import os
 import socket
 from typing import Any
 
-from celery.signals import task_received, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from contract.version import code_identity
 from storage import repository as repo
@@ -49,6 +55,15 @@ def _on_ready(sender: Any, **_: Any) -> None:
     )
     process.start()
     _maintenance.append(process)
+
+
+@worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    """In each new task process, right after the fork: import Keras there, so its first task is warm."""
+    from worker.app import default_app
+    from worker.warm import prepare_process
+
+    prepare_process(default_app().conf.convlab_settings)
 
 
 @task_received.connect

@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 from contract.settings import Settings
 
@@ -35,10 +36,23 @@ def clear_stop(settings: Settings) -> None:
     flag_path(settings, os.getpid()).unlink(missing_ok=True)
 
 
-def install_child_handler() -> None:
-    """In a task process: turn SIGTERM into 'stop at the next epoch boundary' instead of dying."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: _signalled.set())
+def install_child_handler() -> Any:
+    """In a task process, for one task: turn SIGTERM into 'stop at the next epoch boundary' instead of
+    dying. Returns the handler it replaced, for :func:`restore_child_handler` when the task ends (an idle
+    warm task process dies of SIGTERM as a fresh one does); None off the main thread (nothing done)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: _signalled.set())
+
+
+def restore_child_handler(previous: Any) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
+
+
+def signalled() -> bool:
+    """Whether this task process itself got SIGTERM (it then serves no further task)."""
+    return _signalled.is_set()
 
 
 def stop_requested(settings: Settings) -> bool:

@@ -28,6 +28,7 @@ from worker import shutdown
 from worker.attempt import End, NotClaimed, Outcome, run_attempt
 from worker.dispatch import dispatch_ready
 from worker.runners import AFTER_SUCCESS, RUNNERS
+from worker.warm import TaskScope
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,16 @@ _SEND_READY = {End.SUCCEEDED, End.FAILED, End.CANCELLED}
 def execute(task: Task, run_id: str, kind: RunKind) -> str:
     settings = task.app.conf.convlab_settings
     worker = task.request.hostname or socket.gethostname()
-    shutdown.install_child_handler()  # this task process: SIGTERM means "stop at the next epoch"
-    db, outcome = _attempt_through_outages(settings, run_id, kind, worker)
-    if outcome.end == End.HANDED_BACK:
-        dispatch_ready(task.app, db, only=[run_id])
-    elif outcome.end in _SEND_READY:
-        dispatch_ready(task.app, db)
-    return outcome.message
+    # One task of a warm process: SIGTERM means "stop at the next epoch"; afterwards the process is reset
+    # for the next task, or recycled (see worker.warm).
+    with TaskScope(settings, run_id) as scope:
+        db, outcome = _attempt_through_outages(settings, run_id, kind, worker)
+        scope.ended(outcome.end.value)
+        if outcome.end == End.HANDED_BACK:
+            dispatch_ready(task.app, db, only=[run_id])
+        elif outcome.end in _SEND_READY:
+            dispatch_ready(task.app, db)
+        return outcome.message
 
 
 def _attempt_through_outages(

@@ -64,11 +64,11 @@ def load_cifar10(
 
     Limits select a deterministic class-balanced subset (class counts differ by at most one); the same
     ``seed`` gives the same subset. The full arrays are also kept in memory for the life of the process
-    (treat them as read-only): that helps a process that loads twice (tests, benches, an engine caller
-    training several specs), not a worker, whose every task runs in a fresh process.
-    With ``cache_dir``, the decoded arrays are also kept there as one ``.npz`` per source file: every task
-    runs in a fresh process, and decoding the 170 MB tarball costs seconds where reading the cache costs
-    a fraction of one.
+    (read-only: writing into them raises): a warm task process (``worker.warm``) decodes once for all its
+    tasks, as do tests, benches and an engine caller training several specs.
+    With ``cache_dir``, the decoded arrays are also kept there as one ``.npz`` per source file: a new task
+    process, or another worker on the host, reads them there: decoding the 170 MB tarball costs seconds,
+    reading the cache a fraction of one.
     """
     full = _load_keras() if path is None else _load_cached(Path(path), cache_dir)
     rng = np.random.default_rng(seed)
@@ -129,6 +129,10 @@ def _load_cached(path: Path, cache_dir: str | os.PathLike[str] | None = None) ->
             data = _read_tarball(source) if source.is_file() else _read_folder(source)
             if disk is not None:
                 _write_disk_cache(disk, data)
+        for array in (data.x_train, data.y_train, data.x_val, data.y_val):
+            # Shared by every later task of a warm process: a task that wrote into them would change the
+            # next one's data, so a write raises instead.
+            array.flags.writeable = False
         _CACHE[key] = data
     return _CACHE[key]
 

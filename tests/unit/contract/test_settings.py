@@ -204,3 +204,25 @@ def test_other_input_urls_are_refused_naming_the_variable(value: str, why: str) 
         message = str(info.value)
         assert message.startswith(name) and why in message
         assert "secret" not in message and "\n" not in message
+
+
+def test_warm_process_limits_default_and_are_read() -> None:
+    default = load_settings({})
+    assert default.tasks_per_process == 20 and default.process_memory_mb == 4096.0
+    chosen = load_settings({"CONVLAB_TASKS_PER_PROCESS": "1", "CONVLAB_PROCESS_MEMORY_MB": "512.5"})
+    assert chosen.tasks_per_process == 1 and chosen.process_memory_mb == 512.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CONVLAB_TASKS_PER_PROCESS", "0", "a whole number >= 1"),
+        ("CONVLAB_TASKS_PER_PROCESS", "2.5", "a whole number >= 1"),
+        ("CONVLAB_TASKS_PER_PROCESS", "many", "a whole number >= 1"),
+        ("CONVLAB_PROCESS_MEMORY_MB", "0", "a positive number"),
+        ("CONVLAB_PROCESS_MEMORY_MB", "4G", "a positive number"),
+    ],
+)
+def test_a_bad_warm_process_limit_is_refused_in_one_line(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{name}='{value}': expected {expected}$"):
+        load_settings({name: value})

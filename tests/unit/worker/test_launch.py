@@ -5,11 +5,13 @@ import pytest
 from worker.launch import worker_launch
 
 
-def test_gpu_worker_is_pinned_and_runs_one_task_per_fresh_process() -> None:
+def test_gpu_worker_is_pinned_and_runs_warm_task_processes() -> None:
     launch = worker_launch(gpu=2, base_env={"PATH": "/bin"})
     assert launch.env["CUDA_VISIBLE_DEVICES"] == "2"
     argv = " ".join(launch.argv)
-    assert "--concurrency 1" in argv and "--max-tasks-per-child 1" in argv and "--pool prefork" in argv
+    assert "--concurrency 1" in argv and "--pool custom" in argv
+    assert launch.env["CELERY_CUSTOM_WORKER_POOL"] == "worker.pool:WarmTaskPool"
+    assert "--max-tasks-per-child" not in argv  # worker.warm decides when a task process is replaced
     assert "--prefetch-multiplier 1" in argv and "-A worker.main" in argv
     assert launch.env["CONVLAB_WORKER_DEVICE"] == "GPU 2"
     assert "TF_FORCE_GPU_ALLOW_GROWTH" not in launch.env  # one task owns the GPU

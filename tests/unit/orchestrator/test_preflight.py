@@ -253,14 +253,20 @@ def test_a_damaged_staged_copy_is_replaced(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------ inputs in an object store
 
 
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """This process's environment holds the test S3 server's endpoint and credentials."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("s3_env")
 def test_worker_refuses_a_cifar_url_to_a_missing_key(
     home: Path,
     s3_server,
     s3_prefix: str,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
     url = s3_server.url(f"{s3_prefix}/cifar-10-python.tar.gz")
     monkeypatch.setenv("CONVLAB_CIFAR10", url)
     line = one_line_exit_2(invoke("worker"), "CONVLAB_CIFAR10", url, "no such object")
@@ -268,28 +274,26 @@ def test_worker_refuses_a_cifar_url_to_a_missing_key(
     assert not home.exists()  # refused before the database or anything else was created
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_worker_refuses_a_weights_url_with_a_wrong_secret_in_one_line(
     home: Path,
     s3_server,
     s3_prefix: str,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + s3_server.secret_key)
     monkeypatch.setenv("CONVLAB_WEIGHTS_DIR", s3_server.url(f"{s3_prefix}/weights"))
     line = one_line_exit_2(invoke("worker"), "CONVLAB_WEIGHTS_DIR", "credentials?", "403")
     assert s3_server.secret_key not in line and not home.exists()
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_submit_checks_a_weights_url_for_the_widths_the_plan_needs(
     home: Path,
     s3_server,
     s3_prefix: str,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
     url = s3_server.url(f"{s3_prefix}/weights")
     monkeypatch.setenv("CONVLAB_WEIGHTS_DIR", url)
     result = invoke("submit", "train", "--regime", "imagenet", "--profile", "smoke", "--no-wait")
@@ -316,14 +320,13 @@ def test_absolute_inputs_leaves_a_url_a_url(tmp_path: Path) -> None:
     assert made.cifar10_path == "s3://b/c.tar.gz" and made.weights_dir == str(Path.cwd() / "w")
 
 
+@pytest.mark.usefixtures("s3_env")
 def test_submit_of_a_plan_without_imagenet_weights_reads_no_weights_url(
     home: Path,
     s3_server,
     s3_prefix: str,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("CONVLAB_WEIGHTS_DIR", s3_server.url(f"{s3_prefix}/no-weights-here"))
     result = invoke("submit", "train", "--regime", "scratch", "--profile", "smoke", "--no-wait")
     assert result.exit_code == 0, result.output

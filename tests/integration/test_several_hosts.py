@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from storage import repository as repo
+from storage.db import Database
 from storage.models import RunKind
 from storage.object_store import ObjectStore
 from tests.integration.harness import Stack, kill_worker, run_state, wait_for
@@ -49,6 +50,12 @@ def _epochs(stack: Stack, run_id: str) -> dict[int, tuple[float, float]]:
     """epoch -> (loss, wall seconds) as recorded: a retrained epoch differs at least in its seconds."""
     with stack.db().session(readonly=True) as s:
         return {m.epoch: (m.loss, m.seconds) for m in repo.metric_history(s, run_id)}
+
+
+def _ended_state(db: Database, run_id: str) -> dict | None:
+    """The run's state once it has ended, else None (for ``wait_for``)."""
+    state = run_state(db, run_id)
+    return state if state["status"] in TERMINAL else None
 
 
 def test_a_lost_host_loses_nothing(s3_stack: Stack, s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +148,7 @@ def test_a_store_outage_mid_training_commits_no_epoch_without_its_files(
     s3_server.stop()
     try:
         state = wait_for(
-            lambda: (lambda st: st if st["status"] in TERMINAL else None)(run_state(db, run["id"])),
+            lambda: _ended_state(db, run["id"]),
             timeout=240,
             what="the attempt to give up on the store",
             on_timeout=lambda: s3_stack.log_of("w"),
@@ -158,7 +165,7 @@ def test_a_store_outage_mid_training_commits_no_epoch_without_its_files(
     retried = s3_stack.orchestrator("retry", run["id"], home=host)
     assert retried.returncode == 0, retried.stdout + retried.stderr
     state = wait_for(
-        lambda: (lambda st: st if st["status"] in TERMINAL else None)(run_state(db, run["id"])),
+        lambda: _ended_state(db, run["id"]),
         timeout=240,
         what="the retried run to end",
         on_timeout=lambda: s3_stack.log_of("w"),
@@ -201,7 +208,7 @@ def test_a_store_that_hangs_mid_upload_does_not_stop_the_heartbeat(
     assert during["status"] == "running" and during["last_epoch"] == 1, during
     assert len(beats) >= 8, f"the heartbeat stalled while the store hung: {sorted(map(str, beats))}"
     state = wait_for(
-        lambda: (lambda st: st if st["status"] in TERMINAL else None)(run_state(db, run["id"])),
+        lambda: _ended_state(db, run["id"]),
         timeout=240,
         what="the run to end",
         on_timeout=lambda: s3_stack.log_of("w"),

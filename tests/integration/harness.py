@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +99,21 @@ def wait_for(
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{on_timeout()}")
+
+
+def submit_one_run(stack: Stack, *args: str) -> str:
+    """``submit ARGS --profile smoke --no-wait`` of a plan of one run; that run's id."""
+    result = stack.orchestrator("submit", *args, "--profile", "smoke", "--no-wait")
+    assert result.returncode == 0, result.stderr + result.stdout
+    sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
+    runs = json.loads(stack.orchestrator("status", sweep_id, "--json", check=True).stdout)["runs"]
+    assert len(runs) == 1, runs
+    return str(runs[0]["id"])
+
+
+def run_detail(stack: Stack, run_id: str) -> dict[str, Any]:
+    """``status RUN --json``."""
+    return dict(json.loads(stack.orchestrator("status", run_id, "--json", check=True).stdout))
 
 
 def run_state(db: Database, run_id: str) -> dict[str, Any]:

@@ -8,9 +8,7 @@ run left queued or running. Synchronisation is on database state with deadlines.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +22,9 @@ from tests.integration.harness import (
     kill_worker,
     pool_processes,
     process_alive,
+    run_detail,
     run_state,
+    submit_one_run,
     wait_for,
 )
 
@@ -38,19 +38,6 @@ def stack(request: pytest.FixtureRequest) -> Stack:
     """Every chaos test runs on Redis + PostgreSQL, on the embedded default, and on Redis + PostgreSQL
     with the artifacts in an S3 server (several hosts' set-up)."""
     return request.getfixturevalue(f"{request.param}_stack")
-
-
-def submit(stack: Stack, *args: str) -> str:
-    result = stack.orchestrator("submit", *args, "--profile", "smoke", "--no-wait")
-    assert result.returncode == 0, result.stderr + result.stdout
-    sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
-    runs = json.loads(stack.orchestrator("status", sweep_id, "--json", check=True).stdout)["runs"]
-    assert len(runs) == 1, runs
-    return runs[0]["id"]
-
-
-def detail(stack: Stack, run_id: str) -> dict:
-    return json.loads(stack.orchestrator("status", run_id, "--json", check=True).stdout)
 
 
 def task_pid(stack: Stack, run_id: str) -> int | None:
@@ -82,7 +69,7 @@ def assert_intact(stack: Stack, run_id: str, epochs: int) -> None:
 
 @pytest.mark.parametrize("taker", ["other-worker", "sibling-slot"])
 def test_a_paused_attempt_cannot_touch_the_run_another_attempt_finished(stack: Stack, taker: str) -> None:
-    run_id = submit(stack, "train", "--regime", "imagenet", "--set", "epochs=4")
+    run_id = submit_one_run(stack, "train", "--regime", "imagenet", "--set", "epochs=4")
     stack.start_worker("w1", *(["--slots", "2"] if taker == "sibling-slot" else []))
     db = stack.db()
     wait_for(
@@ -112,7 +99,7 @@ def test_a_paused_attempt_cannot_touch_the_run_another_attempt_finished(stack: S
     state = ended(stack, run_id, "w1", "w2")
     assert state["status"] == "succeeded", state["error"]
     assert state["attempts"] == 2
-    after = detail(stack, run_id)
+    after = run_detail(stack, run_id)
     assert after["artifacts"] and all("/attempt-2/" in a["path"] for a in after["artifacts"])
     # Epoch rows equal the final checkpoint's history (the woken attempt overwrote none), every file
     # is intact (it deleted none).
@@ -136,7 +123,7 @@ def test_a_message_taken_by_a_worker_that_dies_before_claiming_is_sent_again(sta
     )
     for pid in pool_processes(w1.pid):
         os.kill(pid, signal.SIGSTOP)  # the task process cannot start the run: the message sits in w1
-    run_id = submit(stack, "train", "--regime", "scratch")
+    run_id = submit_one_run(stack, "train", "--regime", "scratch")
 
     def received() -> bool:
         with db.session(readonly=True) as s:
@@ -154,7 +141,7 @@ def test_a_message_taken_by_a_worker_that_dies_before_claiming_is_sent_again(sta
 
 
 def test_a_suspended_report_blocks_no_training(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    run_id = submit(stack, "train", "--regime", "scratch", "--set", "epochs=4")
+    run_id = submit_one_run(stack, "train", "--regime", "scratch", "--set", "epochs=4")
     stack.start_worker("w1")
     db = stack.db()
     wait_for(
@@ -196,7 +183,9 @@ def test_a_suspended_report_blocks_no_training(stack: Stack, tmp_path) -> None: 
 
 
 def test_cancelling_a_running_visualization_stops_it(stack: Stack) -> None:
-    run_id = submit(stack, "visualize", "--image", "random", "--source", "none", "--set", "vis_steps=10000")
+    run_id = submit_one_run(
+        stack, "visualize", "--image", "random", "--source", "none", "--set", "vis_steps=10000"
+    )
     stack.start_worker("w1")
     db = stack.db()
     wait_for(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import time
 
 import pytest
 
-from tests.integration.harness import Stack, kill_worker, run_state, wait_for
+from tests.integration.harness import Stack, kill_worker, run_state, submit_one_run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,15 +16,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def submit_training(stack: Stack, *extra: str, regime: str = "imagenet") -> str:
-    result = stack.orchestrator(
-        "submit", "train", "--regime", regime, "--profile", "smoke", "--no-wait", *extra
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
-    status = stack.orchestrator("status", sweep_id, "--json", check=True)
-    runs = json.loads(status.stdout)["runs"]
-    assert len(runs) == 1
-    return runs[0]["id"]
+    return submit_one_run(stack, "train", "--regime", regime, *extra)
 
 
 def wait_until_ended(stack: Stack, run_id: str, *workers: str, timeout: float = 240) -> dict:

@@ -6,7 +6,6 @@ Which process ran an attempt, and as its how-many-th task, is what the attempt r
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Stack, process_alive, run_state, wait_for
+from tests.integration.harness import Stack, process_alive, run_detail, run_state, submit_one_run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,19 +25,6 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 @pytest.fixture(params=["embedded", "server"])
 def stack(request: pytest.FixtureRequest) -> Stack:
     return request.getfixturevalue(f"{request.param}_stack")
-
-
-def submit(stack: Stack, *args: str) -> str:
-    result = stack.orchestrator("submit", *args, "--profile", "smoke", "--no-wait")
-    assert result.returncode == 0, result.stderr + result.stdout
-    sweep_id = re.search(r"sweep (s-\w+)", result.stdout).group(1)  # type: ignore[union-attr]
-    runs = json.loads(stack.orchestrator("status", sweep_id, "--json", check=True).stdout)["runs"]
-    assert len(runs) == 1, runs
-    return runs[0]["id"]
-
-
-def detail(stack: Stack, run_id: str) -> dict:
-    return json.loads(stack.orchestrator("status", run_id, "--json", check=True).stdout)
 
 
 def environment(stack: Stack, run_id: str) -> dict:
@@ -78,7 +64,7 @@ def full_log(stack: Stack, worker: str = "w1") -> str:
 def metrics(stack: Stack, run_id: str) -> list[dict]:
     """The run's per-epoch metrics, without the timings (which differ by design)."""
     keys = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy")
-    return [{k: h.get(k) for k in keys} for h in detail(stack, run_id)["history"]]
+    return [{k: h.get(k) for k in keys} for h in run_detail(stack, run_id)["history"]]
 
 
 def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(stack: Stack) -> None:
@@ -86,13 +72,13 @@ def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(
     same = ("train", "--regime", "scratch", "--set", "epochs=2")
     # The first two queued before the worker starts, so no reaper is there yet to send a second message
     # for a run that submit is sending (a no-op task that would count as one of the three).
-    first = submit(stack, *same)
+    first = submit_one_run(stack, *same)
     # A different model in between (the ImageNet base, other shapes of state), then the first training
     # again (--force: not reused from the database; submitted once the first ended, or it would join it).
-    other = submit(stack, "train", "--regime", "imagenet")
+    other = submit_one_run(stack, "train", "--regime", "imagenet")
     stack.start_worker("w1")
     assert ended(stack, first)["status"] == "succeeded"
-    again = submit(stack, *same, "--force")
+    again = submit_one_run(stack, *same, "--force")
     for run_id in (other, again):
         assert ended(stack, run_id)["status"] == "succeeded"
 
@@ -109,7 +95,7 @@ def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(
 
     # Three tasks (CONVLAB_TASKS_PER_PROCESS=3): the process was replaced, and said why.
     assert f"task process {pid} recycled after 3 tasks: it ran 3 tasks (CONVLAB_TASKS_PER_PROCESS)" in log
-    fourth = submit(stack, "train", "--regime", "scratch")
+    fourth = submit_one_run(stack, "train", "--regime", "scratch")
     assert ended(stack, fourth)["status"] == "succeeded"
     new_pid = environment(stack, fourth)["pid"]
     assert new_pid != pid and not process_alive(pid)
@@ -123,7 +109,7 @@ def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> Non
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(__file__, arcname="readme.txt")
     stack.env["CONVLAB_CIFAR10"] = str(tarball)
-    failing = submit(stack, "train", "--regime", "scratch")
+    failing = submit_one_run(stack, "train", "--regime", "scratch")
     stack.start_worker("w1")
     state = ended(stack, failing)
     assert state["status"] == "failed", state
@@ -135,7 +121,7 @@ def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> Non
         on_timeout=lambda: stack.log_of("w1"),
     )
     shutil.copy(source, tarball)  # the data is back: the next training succeeds
-    fine = submit(stack, "train", "--regime", "scratch", "--set", "lr=0.002")
+    fine = submit_one_run(stack, "train", "--regime", "scratch", "--set", "lr=0.002")
     assert ended(stack, fine)["status"] == "succeeded"
     env = environment(stack, fine)
     assert env["pid"] != pid and env["task_in_process"] == 1  # a new process, from its first task
@@ -146,9 +132,9 @@ def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recove
     stack: Stack, sig: signal.Signals
 ) -> None:
     w1 = stack.start_worker("w1")
-    warmup = submit(stack, "train", "--regime", "scratch")
+    warmup = submit_one_run(stack, "train", "--regime", "scratch")
     assert ended(stack, warmup)["status"] == "succeeded"
-    run_id = submit(stack, "train", "--regime", "scratch", "--set", "epochs=4")
+    run_id = submit_one_run(stack, "train", "--regime", "scratch", "--set", "epochs=4")
     db = stack.db()
     wait_for(
         lambda: run_state(db, run_id)["last_epoch"] >= 1,

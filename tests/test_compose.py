@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.s3server import GRPC_OFFSET, free_port_pairs
 from tests.services import service_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -514,9 +515,8 @@ def test_a_joining_box_runs_the_same_workers_against_the_hub() -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (a kernel-chosen one can be an outgoing connection's next)."""
+    return free_port_pairs(1)[0]
 
 
 def test_the_hubs_redis_answers_only_with_the_password(tmp_path: Path) -> None:
@@ -617,21 +617,17 @@ def test_the_documented_folder_override_puts_the_artifacts_in_a_folder(tmp_path:
 
 # --- the hub's S3 store, run for real -------------------------------------------------------------
 
-# Every port `weed mini` opens, set here so that parallel runs never collide; each also has a gRPC
-# port (+10000 by default). The compose command turns the other listeners off (WebDAV, Iceberg,
-# Lance); the test checks below that nothing else listens.
-WEED_PORT_FLAGS = (
-    "s3.port",
-    "s3.port.grpc",
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-)
+# Every port `weed mini` opens, set here so that parallel runs never collide: an HTTP and a gRPC port
+# per component, chosen as tests/s3server.py chooses them (below the kernel's ephemeral range, which
+# outgoing connections take from at any moment; gRPC at +GRPC_OFFSET). The compose command turns the
+# other listeners off (WebDAV, Iceberg, Lance); the test checks below that nothing else listens.
+WEED_COMPONENTS = ("s3", "master", "volume", "filer", "admin")
+
+
+def _weed_ports() -> dict[str, int]:
+    pairs = free_port_pairs(len(WEED_COMPONENTS))
+    ports = {f"{name}.port": port for name, port in zip(WEED_COMPONENTS, pairs, strict=True)}
+    return {**ports, **{f"{flag}.grpc": port + GRPC_OFFSET for flag, port in ports.items()}}
 
 
 def _weed_binary() -> str:
@@ -673,22 +669,27 @@ class _Weed:
     def __init__(self, store: dict[str, Any], data: Path) -> None:
         command = store["command"]
         assert command[0] == "mini", command
-        self.ports = {flag: _free_port() for flag in WEED_PORT_FLAGS}
-        overrides = {"dir": str(data), "ip": "127.0.0.1", "ip.bind": "127.0.0.1", **self.ports}
-        # The compose flags, less those overridden here; `-logtostderr` as the image's entrypoint adds it.
-        kept = [a for a in command[1:] if a.lstrip("-").partition("=")[0] not in overrides]
-        self.argv = [_weed_binary(), "-logtostderr=true", "mini", *kept]
-        self.argv += [f"-{k}={v}" for k, v in overrides.items()]
+        self.command, self.data = command, data
         # Its identity from the compose environment alone, none of the caller's AWS_* variables.
         clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.env = {**clean, **store["environment"]}
-        # The healthcheck as the container's shell gets it (`$$` is Compose's escape), on this port.
-        s3_port = _flags(command)["s3.port"]
-        check = store["healthcheck"]["test"][1].replace("$$", "$")
-        self.healthcheck = check.replace(f"127.0.0.1:{s3_port}/", f"127.0.0.1:{self.ports['s3.port']}/")
-        assert self.healthcheck != check, "the healthcheck asks the S3 port"
+        # The healthcheck as the container's shell gets it (`$$` is Compose's escape).
+        self.compose_s3_port = _flags(command)["s3.port"]
+        self.compose_healthcheck = store["healthcheck"]["test"][1].replace("$$", "$")
         self.log = data.parent / f"{data.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.ports = _weed_ports()
+        overrides = {"dir": str(self.data), "ip": "127.0.0.1", "ip.bind": "127.0.0.1", **self.ports}
+        # The compose flags, less those overridden here; `-logtostderr` as the image's entrypoint adds it.
+        kept = [a for a in self.command[1:] if a.lstrip("-").partition("=")[0] not in overrides]
+        self.argv = [_weed_binary(), "-logtostderr=true", "mini", *kept]
+        self.argv += [f"-{k}={v}" for k, v in overrides.items()]
+        check, port = self.compose_healthcheck, self.compose_s3_port
+        self.healthcheck = check.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{self.ports['s3.port']}/")
+        assert self.healthcheck != check, "the healthcheck asks the S3 port"
 
     @property
     def endpoint(self) -> str:
@@ -700,14 +701,24 @@ class _Weed:
         return run.returncode == 0
 
     def __enter__(self) -> _Weed:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while not self.healthy():
-            assert self.proc.poll() is None, f"weed mini exited: {self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"never healthy: {self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        return self
+        # A port checked free can still be taken before weed binds it (it then exits at once): new
+        # ports and a second try, as S3Server.start does. Any other exit fails on the last try.
+        for attempt in range(3):
+            if attempt:
+                self._choose_ports()
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while not self.healthy():
+                exited = self.proc.poll() is not None
+                assert not exited or attempt < 2, f"weed mini exited: {self.log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"never healthy: {self.log.read_text()[-3000:]}"
+                if exited:
+                    break
+                time.sleep(0.2)
+            else:
+                return self
+        raise AssertionError("unreachable: the last try returns or fails above")
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None

@@ -67,6 +67,9 @@ def metrics(stack: Stack, run_id: str) -> list[dict]:
     return [{k: h.get(k) for k in keys} for h in run_detail(stack, run_id)["history"]]
 
 
+# The pool is the same whatever the broker: each property on one stack, the two stacks both covered
+# (each of these tests trains several runs; the suite's time is CI's budget).
+@pytest.mark.parametrize("stack", ["server"], indirect=True)
 def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(stack: Stack) -> None:
     stack.env["CONVLAB_TASKS_PER_PROCESS"] = "3"
     same = ("train", "--regime", "scratch", "--set", "epochs=2")
@@ -102,6 +105,7 @@ def test_a_reused_process_trains_like_a_fresh_one_and_is_recycled_after_n_tasks(
     assert len(re.findall(rf"task process {new_pid} imported Keras", full_log(stack))) == 1
 
 
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
 def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> None:
     source, tarball = stack.env["CONVLAB_CIFAR10"], tmp_path / "cifar.tar.gz"
     # A tar archive, as submit and the worker check at their start, holding no CIFAR-10 batch: the task's
@@ -127,7 +131,14 @@ def test_a_failed_task_recycles_its_process(stack: Stack, tmp_path: Path) -> Non
     assert env["pid"] != pid and env["task_in_process"] == 1  # a new process, from its first task
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["sigkill", "segfault"])
+# How the process dies, and how its message comes back (Redis's visibility vs the embedded broker's
+# reaper), crossed once each way rather than four times.
+@pytest.mark.parametrize(
+    ("stack", "sig"),
+    [("server", signal.SIGKILL), ("embedded", signal.SIGSEGV)],
+    ids=["server-sigkill", "embedded-segfault"],
+    indirect=["stack"],
+)
 def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recovered(
     stack: Stack, sig: signal.Signals
 ) -> None:

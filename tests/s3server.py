@@ -64,11 +64,24 @@ def _bindable(port: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range: any outgoing connection may take a port from
+    there at any moment (a worker's to Redis, a client's to this very server), listener or not."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port_pairs(count: int) -> list[int]:
-    """``count`` ports p with p and p + GRPC_OFFSET both free (below the usual ephemeral range's top)."""
+    """``count`` ports p with p and p + GRPC_OFFSET both free and both below the ephemeral range, so
+    that nothing but another listener can take them between this check and weed's bind, or while a
+    stopped server waits to be started again on the same ports."""
+    top = _ephemeral_low() - 1 - GRPC_OFFSET
+    bottom = max(1024, top - 10000)
     chosen: list[int] = []
     while len(chosen) < count:
-        port = random.randint(20000, 55535 - GRPC_OFFSET)
+        port = random.randint(bottom, top)
         if port not in chosen and _bindable(port) and _bindable(port + GRPC_OFFSET):
             chosen.append(port)
     return chosen

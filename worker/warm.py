@@ -1,12 +1,15 @@
 """Warm task processes: a worker slot's process imports Keras once and runs task after task.
 
 What is reused: the interpreter, the imported framework and engine, the decoded CIFAR-10 arrays
-(``worker.experiments.data._CACHE``, read-only). What is isolated, after every task, in
-:class:`TaskScope`: the Keras session (``clear_session``: models, traced functions, the global seed
-generator and dtype policy), Keras's global configuration (``floatx``, ``epsilon``, image data format,
-dtype policy, back to what the process started with), the random generators (Python's, NumPy's,
-TensorFlow's global seed: re-seeded from the OS, as a fresh process is), the environment variables and the
-working directory, the task's SIGTERM handler. What cannot be put back is not: the process is replaced
+(``worker.experiments.data._CACHE``, read-only), and the compiled models of the last trainings
+(``worker.experiments.kept_models``: a training of the same graph is trained on one of them, its
+variables and optimizer state overwritten with the new training's, so that its step is not traced again).
+What is isolated, after every task, in :class:`TaskScope`: the Keras session (``clear_session``: the
+layer-name counters, the global seed generator and dtype policy; the task's models, except those kept,
+are garbage), Keras's global configuration (``floatx``, ``epsilon``, image data format, dtype policy,
+back to what the process started with), the random generators (Python's, NumPy's, TensorFlow's global
+seed: re-seeded from the OS, as a fresh process is), the environment variables and the working
+directory, the task's SIGTERM handler. What cannot be put back is not: the process is replaced
 (recycled) before the next task instead, with the reason logged, when
 
 - the task did not end cleanly (failed, cancelled, lost its run or its database, handed back, raised):

@@ -28,7 +28,9 @@ interrupted before ``e``.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import keras
@@ -38,6 +40,8 @@ import numpy as np
 # progress and cancellation stay responsive; on a CPU a few seconds. Larger chunks save little more: the
 # dispatch cost per call is paid once per 128 steps already.
 CHUNK_STEPS = 128
+
+_CHUNKS_ATTRIBUTE = "_convlab_jax_chunks"
 
 # (batches done in the epoch, images per second so far) -> None.
 ChunkHandler = Callable[[int, float], None]
@@ -144,27 +148,7 @@ class JaxEpochLoop:
         self._validation = (
             (jax.device_put(validation[0]), jax.device_put(validation[1])) if validation is not None else None
         )
-        # The arrays are arguments, not closed-over constants: constants would be baked into the program.
-        self._train_chunk = jax.jit(self._train_steps)
-        self._test_chunk = jax.jit(self._test_steps)
-
-    def _train_steps(self, state: Any, x: Any, y: Any, index: Any) -> Any:
-        import jax
-
-        def step(state: Any, batch: Any) -> tuple[Any, None]:
-            _logs, state = self._model.train_step(state, (x[batch], y[batch]))
-            return state, None
-
-        return jax.lax.scan(step, state, index)[0]
-
-    def _test_steps(self, state: Any, x: Any, y: Any, index: Any) -> Any:
-        import jax
-
-        def step(state: Any, batch: Any) -> tuple[Any, None]:
-            _logs, state = self._model.test_step(state, (x[batch], y[batch]))
-            return state, None
-
-        return jax.lax.scan(step, state, index)[0]
+        self._train_chunk, self._test_chunk = _chunk_functions(model)
 
     def run_epoch(self, epoch: int, on_chunk: ChunkHandler | None = None) -> tuple[dict[str, float], float]:
         """Train 0-based ``epoch`` and validate; returns (fit-style logs, seconds spent training)."""
@@ -214,6 +198,48 @@ class JaxEpochLoop:
             state = self._test_chunk(state, x, y, jax.device_put(index))
         _assign(model.metrics_variables, state[2])
         return _floats(model.get_metrics_result())
+
+
+def _chunk_functions(model: keras.Model) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The jitted train and test chunks of ``model``, made once per model object and kept on it.
+
+    On the model, not on the loop: a model that ``kept_models`` gives to the next training of its graph
+    brings its traced and compiled programs with it (jax.jit caches per function object and shapes).
+    Made anew when the model was compiled again (another optimizer object) or its trainable layers
+    changed: a trace reads both. They close over the model only: the arrays are arguments, not
+    closed-over constants (constants would be baked into the program, and a kept model would keep an old
+    run's data alive).
+    """
+    import jax
+
+    flags = tuple(layer.trainable for layer in model._flatten_layers())
+    kept = getattr(model, _CHUNKS_ATTRIBUTE, None)
+    if kept is not None and kept[0]() is model.optimizer and kept[1] == flags:
+        return kept[2]
+    chunks = (jax.jit(partial(_train_steps, model)), jax.jit(partial(_test_steps, model)))
+    made_for = (weakref.ref(model.optimizer), flags, chunks)
+    object.__setattr__(model, _CHUNKS_ATTRIBUTE, made_for)  # past Keras's attribute tracking
+    return chunks
+
+
+def _train_steps(model: keras.Model, state: Any, x: Any, y: Any, index: Any) -> Any:
+    import jax
+
+    def step(state: Any, batch: Any) -> tuple[Any, None]:
+        _logs, state = model.train_step(state, (x[batch], y[batch]))
+        return state, None
+
+    return jax.lax.scan(step, state, index)[0]
+
+
+def _test_steps(model: keras.Model, state: Any, x: Any, y: Any, index: Any) -> Any:
+    import jax
+
+    def step(state: Any, batch: Any) -> tuple[Any, None]:
+        _logs, state = model.test_step(state, (x[batch], y[batch]))
+        return state, None
+
+    return jax.lax.scan(step, state, index)[0]
 
 
 def _assign(variables: list[Any], values: list[Any]) -> None:

@@ -51,6 +51,7 @@ import numpy as np
 from contract.records import EpochRecord
 from contract.specs import Regime, TrainSpec, spec_hash
 from worker.experiments import head_features as features_path
+from worker.experiments import kept_models
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
@@ -143,6 +144,7 @@ def train(
     on_progress: ProgressHandler | None = None,
     loop: str = "auto",
     head_features: bool = True,
+    reuse_compiled: bool = True,
 ) -> TrainResult:
     """Train (or resume training) ``spec`` on ``data``, checkpointing into ``checkpoint_dir`` every epoch.
 
@@ -201,7 +203,15 @@ def train(
             base_of(model).trainable = phase.base_trainable
             if phase.name == "tune" and spec.tune_bn == "frozen":
                 freeze_batchnorm(base_of(model))
-            _compile(model, phase.lr, loop=loop)
+            if reuse_compiled:
+                model = kept_models.compiled(
+                    model,
+                    lr=phase.lr,
+                    steps_per_execution=steps_per_execution(loop),
+                    compile_model=partial(_compile, lr=phase.lr, loop=loop),
+                )
+            else:
+                _compile(model, phase.lr, loop=loop)
             compiled_phase = phase.name
 
         # The loop trains `trainee` on `x_fit`: the full model on pixels, or (head phase, where the result is
@@ -233,6 +243,7 @@ def train(
             train_seconds: float,
             phase: _Phase = phase,
             steps_before: int = steps_before,
+            model: keras.Model = model,
         ) -> bool:
             nonlocal steps, stopped, done, state_file, state, extra_seconds, extra_train_seconds
             seconds, train_seconds = seconds + extra_seconds, train_seconds + extra_train_seconds

@@ -210,12 +210,13 @@ def child_report(sweep_id: str, out: Path) -> dict[str, Any]:
     from report.build import render_report
     from report.data import load_report_data
     from storage.db import get_database
+    from storage.stores import open_store
 
     phases = {"imports (report, storage)": time.perf_counter() - started}
     started = time.perf_counter()
     db = get_database(settings)
     with db.session(readonly=True) as s:
-        data = load_report_data(s, settings.artifacts_dir, sweep_id)
+        data = load_report_data(s, open_store(settings), sweep_id)
     phases["database snapshot"] = time.perf_counter() - started
     started = time.perf_counter()
     render_report(data, out / "report")

@@ -1,4 +1,4 @@
-"""Compiled models a task process keeps for its next training of the same graph (issue 22).
+"""Models a task process keeps, traced, for its next task of the same graph (issue 22).
 
 Why: on a CPU a training phase's first batch costs about 9.5 s of tracing (docs/task-overhead.md), and
 Keras pays it per model object: ``compile`` drops the traced train and test functions, and a new model
@@ -20,8 +20,13 @@ dtype policy. Anything else, and the model is compiled as before and kept in pla
 used (at most :data:`KEEP`). A model object is kept under one key only: recompiled for another phase, it
 leaves its old entry, whose traced functions it no longer has.
 
-Isolation: everything a task can change in a kept model is overwritten by the next :func:`compiled`
-(variables, flags, optimizer state, learning rate; ``fit`` resets the metrics and ``stop_training``).
+A visualization's base is kept the same way (:func:`in_place_of`, no optimizer): its feature models and
+their traced ascent steps are per base object (``visualize``, ``gradients``), so the plan's second and
+third visualizations of one checkpoint, or of one width and input size, trace nothing.
+
+Isolation: everything a task can change in a kept model is overwritten by the next :func:`compiled` or
+:func:`in_place_of` (variables, flags, optimizer state, learning rate; ``fit`` resets the metrics and
+``stop_training``).
 A task that fails recycles its process (:mod:`worker.warm`), and the kept models with it.
 """
 
@@ -37,9 +42,9 @@ import keras
 
 log = logging.getLogger(__name__)
 
-# Graphs kept per process: a full trainable MobileNet and one with a frozen base (a finetune's two
-# phases) fit; a plan rarely has more graphs, and each kept model holds its weights and traces.
-KEEP = 2
+# Graphs kept per process: a plan's full trainable MobileNet, the same with a frozen base (a finetune's
+# head phase) and a visualization's base; each kept model holds its weights and traced functions.
+KEEP = 3
 
 _kept: OrderedDict[str, keras.Model] = OrderedDict()
 
@@ -71,16 +76,31 @@ def compiled(
     key = graph_key(model, steps_per_execution=steps_per_execution)
     kept = _kept.get(key)
     if kept is not None and kept is not model:
-        _take_place_of(kept, model, lr)
+        _take_variables(kept, model)
+        optimizer = kept.optimizer
+        for variable in optimizer.variables:
+            variable.assign(keras.ops.zeros(variable.shape, dtype=variable.dtype))
+        optimizer.learning_rate = lr
         _kept.move_to_end(key)
         log.info("reusing the compiled %s (same graph: no trace)", kept.name)
         return kept
     compile_model(model)
-    for other in [k for k, m in _kept.items() if m is model]:
-        del _kept[other]  # recompiled: its old traces are gone
-    _kept[key] = model
-    while len(_kept) > KEEP:
-        _kept.popitem(last=False)
+    _keep(key, model)
+    return model
+
+
+def in_place_of(model: keras.Model) -> keras.Model:
+    """A kept model of ``model``'s graph holding ``model``'s variables, else ``model`` itself, kept: for
+    models that are called, not compiled (a visualization's base, whose feature models and traced ascent
+    steps belong to the base object)."""
+    key = "called " + graph_key(model, steps_per_execution=0)
+    kept = _kept.get(key)
+    if kept is not None and kept is not model:
+        _take_variables(kept, model)
+        _kept.move_to_end(key)
+        log.info("reusing %s and its traced functions (same graph)", kept.name)
+        return kept
+    _keep(key, model)
     return model
 
 
@@ -97,7 +117,16 @@ def _trainable_flags(model: keras.Model) -> list[bool]:
     return [layer.trainable for layer in model._flatten_layers(include_self=True)]
 
 
-def _take_place_of(kept: keras.Model, model: keras.Model, lr: float) -> None:
+def _keep(key: str, model: keras.Model) -> None:
+    for other in [k for k, m in _kept.items() if m is model]:
+        del _kept[other]  # compiled again: its old traces are gone
+    _kept[key] = model
+    while len(_kept) > KEEP:
+        _kept.popitem(last=False)
+
+
+def _take_variables(kept: keras.Model, model: keras.Model) -> None:
+    """``model``'s trainable flags and variable values, into ``kept`` (of the same graph key)."""
     # Parents first (pre-order): a parent's setter sets its children, each child is then set as it is.
     for kept_layer, layer in zip(
         kept._flatten_layers(include_self=True), model._flatten_layers(include_self=True), strict=True
@@ -105,7 +134,3 @@ def _take_place_of(kept: keras.Model, model: keras.Model, lr: float) -> None:
         kept_layer.trainable = layer.trainable
     for kept_variable, variable in zip(kept.variables, model.variables, strict=True):
         kept_variable.assign(variable.value)
-    optimizer = kept.optimizer
-    for variable in optimizer.variables:
-        variable.assign(keras.ops.zeros(variable.shape, dtype=variable.dtype))
-    optimizer.learning_rate = lr

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from contract.specs import VisualizeSpec
+from worker.experiments import kept_models
 from worker.experiments.errors import ExperimentError, LayerError, StopRequested
 from worker.experiments.gradients import ascend
 from worker.experiments.images import make_input_image
@@ -36,6 +37,8 @@ _CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 ASCENT_CHUNK = 50
 """Ascent steps per compiled call; ``should_stop`` is asked before each call."""
+
+_FEATURES_ATTRIBUTE = "_convlab_feature_models"
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,18 @@ def visualize(
     checkpoint: Path | None = None,
     weights_dir: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    reuse_compiled: bool = True,
 ) -> VisualizationResult:
     """Run the ascent for each of ``spec.layers`` from the same starting image.
 
     ``should_stop`` is asked before every chunk of up to ``ASCENT_CHUNK`` steps; when it says so,
-    :class:`StopRequested` is raised.
+    :class:`StopRequested` is raised. ``reuse_compiled``: run on a kept base of the same graph
+    (:mod:`~worker.experiments.kept_models`), whose ascent steps are traced already.
     """
     spec.validate()
     base = _network(spec, checkpoint, weights_dir)
+    if reuse_compiled:
+        base = kept_models.in_place_of(base)  # with its feature models and their traced ascents
     feature_models = {name: _feature_model(base, name) for name in spec.layers}
     start = make_input_image(spec.image, spec.input_size, spec.seed)
     images: dict[str, np.ndarray] = {}
@@ -108,6 +115,16 @@ def conv_layer_names(base: keras.Model) -> list[str]:
 
 
 def _feature_model(base: keras.Model, layer_name: str) -> keras.Model:
+    """Base input -> the layer's output; one per (base, layer), kept on the base, so that a kept base's
+    feature models, and the ascent steps traced for them (``gradients``), serve its next visualization."""
+    made: dict[str, keras.Model] = getattr(base, _FEATURES_ATTRIBUTE, None) or {}
+    if layer_name not in made:
+        made[layer_name] = _new_feature_model(base, layer_name)
+        object.__setattr__(base, _FEATURES_ATTRIBUTE, made)  # past Keras's attribute tracking
+    return made[layer_name]
+
+
+def _new_feature_model(base: keras.Model, layer_name: str) -> keras.Model:
     try:
         layer = base.get_layer(layer_name)
     except ValueError:

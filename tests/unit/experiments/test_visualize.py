@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -121,3 +122,27 @@ def test_input_images(tmp_path: Path) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, make_input_image("random", 16, 4))
     sine = make_input_image("sine", 32, 0)
     assert sine.dtype == np.uint8 and sine.shape == (32, 32, 3) and sine.std() > 50
+
+
+def test_a_kept_base_visualizes_the_next_weights_as_a_new_one_would(weights_dir: Path) -> None:
+    """The second visualization of a graph runs on the first one's base, feature models and traced
+    ascents (``kept_models``), with the new weights: the same images and activations as a new base."""
+    from worker.experiments import kept_models
+
+    spec = VisualizeSpec(
+        image="sine", seed=2, source="imagenet", alpha=0.25, input_size=32, steps=4, layers=("conv_pw_2",)
+    )
+    kept_models.forget()
+    keras.backend.clear_session()
+    plain = visualize(spec, weights_dir=str(weights_dir), reuse_compiled=False)
+    keras.backend.clear_session()
+    visualize(dataclasses.replace(spec, source="none"))
+    ((_, base),) = kept_models._kept.items()
+    feature_model = _feature_model(base, "conv_pw_2")
+    keras.backend.clear_session()
+    reused = visualize(spec, weights_dir=str(weights_dir))
+    assert list(kept_models._kept.values()) == [base] and _feature_model(base, "conv_pw_2") is feature_model
+    assert reused.activation_before == plain.activation_before
+    assert reused.activation_after == plain.activation_after
+    np.testing.assert_array_equal(reused.layers["conv_pw_2"], plain.layers["conv_pw_2"])
+    kept_models.forget()

@@ -4,11 +4,12 @@ What is reused: the interpreter, the imported framework and engine, the decoded 
 (``worker.experiments.data._CACHE``, read-only), and the compiled models of the last trainings
 (``worker.experiments.kept_models``: a training of the same graph is trained on one of them, its
 variables and optimizer state overwritten with the new training's, so that its step is not traced again).
-What is isolated, after every task, in :class:`TaskScope`: the Keras session (``clear_session``: the
-layer-name counters, the global seed generator and dtype policy; the task's models, except those kept,
-are garbage), Keras's global configuration (``floatx``, ``epsilon``, image data format, dtype policy,
-back to what the process started with), the random generators (Python's, NumPy's, TensorFlow's global
-seed: re-seeded from the OS, as a fresh process is), the environment variables and the working
+What is isolated, after every task, in :class:`TaskScope`: the Keras session
+(``keras_state.clear_session``: the layer-name counters, the global seed generator and dtype policy; the
+task's models, except those kept, are garbage; TensorFlow's kernel cache is kept), Keras's global
+configuration (``floatx``, ``epsilon``, image data format, dtype policy, back to what the process started
+with), the random generators (Python's and NumPy's re-seeded from the OS, as a fresh process is;
+TensorFlow's global seed unset, where a task set it), the environment variables and the working
 directory, the task's SIGTERM handler. What cannot be put back is not: the process is replaced
 (recycled) before the next task instead, with the reason logged, when
 
@@ -170,7 +171,9 @@ def _reset_framework() -> None:
         return
     import keras
 
-    keras.backend.clear_session()
+    from worker.experiments import keras_state
+
+    keras_state.clear_session()  # TensorFlow's kernel cache stays: the kept models' kernels are in it
     config = _state.keras_config
     keras.config.set_floatx(config["floatx"])
     keras.config.set_epsilon(config["epsilon"])
@@ -192,9 +195,9 @@ def _restore_process() -> None:
 
     np.random.seed()
     if _state.keras_config is not None:
-        import keras
+        from worker.experiments import keras_state
 
-        if keras.backend.backend() == "tensorflow":
+        if keras_state.tensorflow_seed_is_set():  # setting it empties TF's kernel cache: only if set
             import tensorflow as tf
 
             tf.random.set_seed(None)

@@ -27,7 +27,7 @@ alone on the base's features, computed once, with the full model's optimizer; ch
 model. Same batches, same updates, same per-epoch metrics to float rounding (tested); the feature pass's
 time is counted in the phase's first epoch of the attempt. ``head_features=False`` keeps the plain path.
 
-Determinism: ``keras.utils.set_random_seed(spec.seed)`` seeds initialisation (and augmentation), and on
+Determinism: ``keras_state.seed(spec.seed)`` seeds initialisation (and augmentation), and on
 the TensorFlow backend op determinism is enabled; on CPU two runs of one spec in one environment then
 give identical metrics. Both loops draw each epoch's order of the training images from (seed, epoch)
 (``fit_loop``, ``device_loop``): a new order every epoch, and a resumed run sees the order an
@@ -51,7 +51,7 @@ import numpy as np
 from contract.records import EpochRecord
 from contract.specs import Regime, TrainSpec, spec_hash
 from worker.experiments import head_features as features_path
-from worker.experiments import kept_models
+from worker.experiments import kept_models, keras_state
 from worker.experiments.callbacks import BatchProgress, EpochEnd, ProgressHandler
 from worker.experiments.checkpoints import (
     CheckpointState,
@@ -108,14 +108,6 @@ def _phases(spec: TrainSpec) -> list[_Phase]:
     return [_Phase("train", 0, spec.epochs, spec.lr, base_trainable=True)]
 
 
-def _seed(seed: int) -> None:
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-
 def _compile(
     model: keras.Model, lr: float, *, loop: str = "fit", optimizer: keras.optimizers.Optimizer | None = None
 ) -> None:
@@ -169,7 +161,7 @@ def train(
     if state_file is not None and state is not None and state.epoch >= total:
         return _result(state_file, state, total, stopped=False)
 
-    _seed(spec.seed)
+    keras_state.seed(spec.seed)
     if state_file is not None and state is not None:
         model = load_checkpoint_model(state_file, state)
     else:

@@ -21,9 +21,13 @@ from contract.specs import Regime, TrainSpec
 from orchestrator.preflight import Work
 from storage.models import EpochMetric, Run, RunKind
 
-# Each task starts a fresh process, imports TensorFlow and traces its graph: about 5 s + 10 s per phase
-# (README, Performance: the smoke profile). Visualizations and the report are counted at this alone.
-TASK_SECONDS = 15.0
+# A task in a warm task process (worker.warm): the gap to its claim, the model's build, the data, the
+# checkpoints; measured 1.3-4.1 s a task on the 2-core machine (docs/task-overhead.md, "Kept compiled
+# models"). Visualizations and the report are counted at this alone.
+TASK_SECONDS = 3.0
+# The first training phase of a graph traces it (about 8 s of its first epoch on that CPU); the plan's
+# later phases of the same graph train on the kept model (worker.experiments.kept_models) and do not.
+TRACE_SECONDS = 10.0
 # Training images/s measured on the 2-core, no-GPU development machine (TensorFlow 2.21, 32x32, batch 32),
 # used when no run in this database measured the device: alpha 1.0 from ../shared/data/README.md (bare
 # Keras, 800-1,100 images/s; the low end), alpha 0.25 from the README's Performance table (about 1,000).
@@ -104,6 +108,7 @@ def estimate(s: Session, work: Iterable[Work], device: Device) -> Estimate | Non
     measured = _measured_rates(s, device)
     total = 0.0
     basis: list[str] = []
+    traced: set[tuple[object, ...]] = set()
     for kind, raw, _label in work:
         total += TASK_SECONDS
         if kind != RunKind.TRAIN:
@@ -125,8 +130,13 @@ def estimate(s: Session, work: Iterable[Work], device: Device) -> Estimate | Non
             return None
         if note not in basis:
             basis.append(note)
-        if spec.regime == Regime.FINETUNE:
-            total += TASK_SECONDS  # the second phase traces its graph again
+        # The whole network training (scratch, imagenet, finetune's tune phase) is one graph per width,
+        # input, batch, augmentation and BatchNorm mode; the head phase trains the small head alone.
+        bn = spec.tune_bn if spec.regime == Regime.FINETUNE else "batch"
+        graph = (spec.alpha, spec.input_size, spec.batch_size, spec.augment, bn)
+        if graph not in traced:
+            traced.add(graph)
+            total += TRACE_SECONDS
         total += spec.total_epochs * _units(spec) / rate
     return Estimate(seconds=total, basis=tuple(basis))
 

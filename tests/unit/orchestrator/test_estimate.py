@@ -70,7 +70,8 @@ def test_measured_epochs_on_the_same_device_give_the_rate(db: Database) -> None:
     assert found is not None
     rate = 10_666.67 / 10.0  # the median of epochs 2-4; the first epoch is left out
     trainings = (6 + 6 + 6) * 10_666.67 / rate
-    tasks = 7 * estimate.TASK_SECONDS  # six runs here + finetune's second phase
+    # Six tasks, and one trace: the three trainings share one graph (the kept compiled model).
+    tasks = 6 * estimate.TASK_SECONDS + estimate.TRACE_SECONDS
     assert found.seconds == pytest.approx(trainings + tasks, rel=0.01)
     assert found.basis == ("1,067 images/s for alpha 0.25, measured by 3 earlier epochs",)
 
@@ -121,6 +122,27 @@ def test_a_documented_cpu_rate_is_scaled_by_the_pixels_of_a_larger_input(db: Dat
         at_32 = estimate.estimate(s, [(RunKind.TRAIN, small, "scratch")], CPU)
         at_128 = estimate.estimate(s, [(RunKind.TRAIN, large, "scratch")], CPU)
     assert at_32 is not None and at_128 is not None
-    fixed = estimate.TASK_SECONDS  # a task's start-up does not grow with the input
+    fixed = estimate.TASK_SECONDS + estimate.TRACE_SECONDS  # neither grows with the input
     assert at_128.seconds - fixed == pytest.approx(16 * (at_32.seconds - fixed))
     assert "scaled by the pixel count" in at_128.basis[0]
+
+
+def test_each_graph_is_traced_once_in_a_plan(db: Database) -> None:
+    """Trainings of one graph share a trace (the kept model); augmentation or frozen BatchNorm is another."""
+    from contract.specs import TrainSpec
+
+    plain = TrainSpec(regime="scratch", seed=0, alpha=0.25, epochs=1).to_dict()
+    again = {**plain, "seed": 1}
+    augmented = {**plain, "augment": True}
+    frozen = TrainSpec(regime="finetune", seed=0, alpha=0.25, tune_bn="frozen").to_dict()
+
+    def seconds(*specs: dict[str, object]) -> float:
+        with db.session(readonly=True) as s:
+            found = estimate.estimate(s, [(RunKind.TRAIN, spec, "x") for spec in specs], CPU)
+        assert found is not None
+        return found.seconds
+
+    one = seconds(plain)
+    assert seconds(plain, again) == pytest.approx(2 * one - estimate.TRACE_SECONDS)
+    assert seconds(plain, augmented) == pytest.approx(2 * one)
+    assert seconds(plain, frozen) - seconds(frozen) == pytest.approx(one)

@@ -15,28 +15,35 @@ per backend, chosen by ``keras.backend.backend()``, for each of two entry points
   bounds the difference). Torch has no compiled loop here: it falls back to a Python loop of
   :func:`input_gradient`.
 
-The compiled TensorFlow and JAX functions are built once per feature model and cached in weak
-dictionaries (an entry goes when its model does).
+The compiled TensorFlow and JAX functions are built once per feature model and kept on the model object
+(:func:`_once_per_model`), so they go when the model does: a weak dictionary keyed by the model would keep
+it forever, since each function closes over its model.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
-_COMPILED: weakref.WeakKeyDictionary[keras.Model, Any] = weakref.WeakKeyDictionary()
-_ASCENT: weakref.WeakKeyDictionary[keras.Model, Any] = weakref.WeakKeyDictionary()
+_FUNCTIONS_ATTRIBUTE = "_convlab_gradient_functions"
+
+
+def _once_per_model(feature_model: keras.Model, name: str, make: Callable[[], Any]) -> Any:
+    """``make()`` the first time ``name`` is asked of ``feature_model``, the same object after that."""
+    made: dict[str, Any] = getattr(feature_model, _FUNCTIONS_ATTRIBUTE, None) or {}
+    if name not in made:
+        made[name] = make()
+        object.__setattr__(feature_model, _FUNCTIONS_ATTRIBUTE, made)  # past Keras's attribute tracking
+    return made[name]
 
 
 def _tensorflow(feature_model: keras.Model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow as tf
 
-    if feature_model not in _COMPILED:
-
+    def make() -> Any:
         @tf.function
         def value_and_grad(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
@@ -44,8 +51,9 @@ def _tensorflow(feature_model: keras.Model, image: np.ndarray) -> tuple[np.ndarr
                 loss = tf.reduce_mean(feature_model(x, training=False))
             return loss, tape.gradient(loss, x)
 
-        _COMPILED[feature_model] = value_and_grad
-    loss, grad = _COMPILED[feature_model](tf.convert_to_tensor(image))
+        return value_and_grad
+
+    loss, grad = _once_per_model(feature_model, "tf value_and_grad", make)(tf.convert_to_tensor(image))
     return loss.numpy(), grad.numpy()
 
 
@@ -54,8 +62,7 @@ def _tensorflow_ascend(
 ) -> tuple[np.ndarray, float]:
     import tensorflow as tf
 
-    if feature_model not in _ASCENT:
-
+    def make() -> Any:
         @tf.function
         def ascend(x: tf.Tensor, steps: tf.Tensor, step_size: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             first = tf.constant(0.0, tf.float32)
@@ -68,8 +75,9 @@ def _tensorflow_ascend(
                 x = x + (step_size / tf.maximum(tf.norm(grad), 1e-6)) * grad
             return x, first
 
-        _ASCENT[feature_model] = ascend
-    x, first = _ASCENT[feature_model](
+        return ascend
+
+    x, first = _once_per_model(feature_model, "tf ascend", make)(
         tf.convert_to_tensor(image), tf.constant(steps, tf.int32), tf.constant(step_size, tf.float32)
     )
     return x.numpy(), float(first.numpy())
@@ -98,9 +106,10 @@ def _jax(feature_model: keras.Model, image: np.ndarray) -> tuple[np.ndarray, np.
     import jax
     import jax.numpy as jnp
 
-    if feature_model not in _COMPILED:
-        _COMPILED[feature_model] = jax.jit(_jax_value_and_grad(feature_model))
-    loss, grad = _COMPILED[feature_model](*_jax_weights(feature_model), jnp.asarray(image))
+    value_and_grad = _once_per_model(
+        feature_model, "jax value_and_grad", lambda: jax.jit(_jax_value_and_grad(feature_model))
+    )
+    loss, grad = value_and_grad(*_jax_weights(feature_model), jnp.asarray(image))
     return np.asarray(loss), np.asarray(grad)
 
 
@@ -110,7 +119,7 @@ def _jax_ascend(
     import jax
     import jax.numpy as jnp
 
-    if feature_model not in _ASCENT:
+    def make() -> Any:
         value_and_grad = _jax_value_and_grad(feature_model)
 
         def ascend(
@@ -129,8 +138,9 @@ def _jax_ascend(
             # A traced trip count: fori_loop lowers to one while loop, and a new `steps` does not recompile.
             return jax.lax.fori_loop(0, steps, step, (x, jnp.zeros((), jnp.float32)))
 
-        _ASCENT[feature_model] = jax.jit(ascend)
-    x, first = _ASCENT[feature_model](
+        return jax.jit(ascend)
+
+    x, first = _once_per_model(feature_model, "jax ascend", make)(
         *_jax_weights(feature_model),
         jnp.asarray(image),
         jnp.asarray(steps, jnp.int32),

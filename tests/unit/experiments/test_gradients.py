@@ -14,19 +14,21 @@ two trajectories part (bench/ascent.py), which says nothing about either being w
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from worker.experiments import gradients
-from worker.experiments.gradients import ascend, ascend_stepwise
+from worker.experiments import gradients, visualize
+from worker.experiments.gradients import ascend, ascend_stepwise, input_gradient
 from worker.experiments.images import make_input_image
 from worker.experiments.models import build_base
 from worker.experiments.visualize import _feature_model, preprocess
@@ -71,7 +73,20 @@ def test_a_new_step_count_or_step_size_does_not_retrace(base: keras.Model) -> No
     feature_model = _feature_model(base, "conv_pw_1")
     ascend(feature_model, _start(), 2, 1.0)
     ascend(feature_model, _start(), 3, 5.0)
-    assert gradients._ASCENT[feature_model].experimental_get_tracing_count() == 1
+    made = getattr(feature_model, gradients._FUNCTIONS_ATTRIBUTE)
+    assert made["tf ascend"].experimental_get_tracing_count() == 1
+
+
+def test_the_compiled_functions_go_with_their_model(base: keras.Model) -> None:
+    """Kept on the model, not in a dictionary keyed by it (the functions close over the model)."""
+    feature_model = _feature_model(base, "conv_pw_1")
+    ascend(feature_model, _start(), 2, 1.0)
+    input_gradient(feature_model, _start())
+    gone = weakref.ref(feature_model)
+    del feature_model
+    base.__dict__.pop(visualize._FEATURES_ATTRIBUTE, None)  # visualize's own per-base cache of it
+    gc.collect()
+    assert gone() is None
 
 
 def test_chunks_compose(base: keras.Model) -> None:
@@ -113,7 +128,7 @@ JAX_SCRIPT = textwrap.dedent(
         assert moved > 0 and off <= {RTOL_DISPLACEMENT} * moved, (layer, moved, off)
         assert abs(loss - expected_loss) <= {RTOL_LOSS} * abs(expected_loss), (layer, loss, expected_loss)
         ascend(feature_model, start, 2, 1.0)  # another step count and step size: no recompilation
-        assert gradients._ASCENT[feature_model]._cache_size() == 1
+        assert getattr(feature_model, gradients._FUNCTIONS_ATTRIBUTE)["jax ascend"]._cache_size() == 1
     print("JAX-ASCENT-OK")
     """
 )

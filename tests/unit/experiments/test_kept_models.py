@@ -54,23 +54,37 @@ def _metrics(result: TrainResult) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("first", "second"),
+    ("before", "second", "graphs"),
     [
-        (SCRATCH, IMAGENET),
-        (SCRATCH, FINETUNE),
-        (FINETUNE, dataclasses.replace(FINETUNE, seed=10)),
-        (AUGMENTED, dataclasses.replace(AUGMENTED, seed=9)),
+        ((SCRATCH,), IMAGENET, 1),
+        ((SCRATCH,), FINETUNE, 1),
+        # One graph after a finetune alone: its head-phase model was compiled again for the tune phase.
+        ((FINETUNE,), dataclasses.replace(FINETUNE, seed=10), 1),
+        # The tune phase reused scratch's model, so the head-phase model stays kept: the head phase reuses it.
+        ((SCRATCH, FINETUNE), dataclasses.replace(FINETUNE, seed=10), 2),
+        ((AUGMENTED,), dataclasses.replace(AUGMENTED, seed=9), 1),
     ],
-    ids=["scratch-then-imagenet", "scratch-then-finetune", "finetune-twice", "augmented-twice"],
+    ids=[
+        "scratch-then-imagenet",
+        "scratch-then-finetune",
+        "finetune-twice",
+        "scratch-finetune-then-finetune",
+        "augmented-twice",
+    ],
 )
 def test_a_reused_model_gives_the_fresh_models_metrics(
-    first: TrainSpec, second: TrainSpec, data: Cifar10, weights_dir: Path, tmp_path: Path
+    before: tuple[TrainSpec, ...],
+    second: TrainSpec,
+    graphs: int,
+    data: Cifar10,
+    weights_dir: Path,
+    tmp_path: Path,
 ) -> None:
     plain = _train(second, data, tmp_path / "plain", weights_dir, reuse=False)
     assert kept_models.kept_count() == 0
-    _train(first, data, tmp_path / "first", weights_dir, reuse=True)
-    # One graph, also after a finetune: its head-phase model was compiled again for the tune phase.
-    assert kept_models.kept_count() == 1
+    for i, spec in enumerate(before):
+        _train(spec, data, tmp_path / f"before{i}", weights_dir, reuse=True)
+    assert kept_models.kept_count() == graphs
     reused = _train(second, data, tmp_path / "reused", weights_dir, reuse=True)
     assert _metrics(reused) == _metrics(plain)
     assert reused.optimizer_steps == plain.optimizer_steps

@@ -162,4 +162,7 @@ def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recove
     assert state["epochs"] == [1, 2, 3, 4]
     assert w1.poll() is None  # the worker itself lives on
     after = environment(stack, run_id)
-    assert after["pid"] != env["pid"] and after["task_in_process"] == 1
+    # A new process: the recovered attempt is its first task, or its second where the message that came
+    # back (Celery re-queues it when the process dies) arrived before the lease had expired: that claim
+    # was refused ("not started", a clean end that keeps the process), and the reaper sent it again.
+    assert after["pid"] != env["pid"] and after["task_in_process"] in (1, 2)

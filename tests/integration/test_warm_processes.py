@@ -145,7 +145,9 @@ def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recove
     w1 = stack.start_worker("w1")
     warmup = submit_one_run(stack, "train", "--regime", "scratch")
     assert ended(stack, warmup)["status"] == "succeeded"
-    run_id = submit_one_run(stack, "train", "--regime", "scratch", "--set", "epochs=4")
+    # 12 epochs: trained on the warmup's kept compiled model, an epoch takes about half a second here,
+    # and the kill must land after the first and before the last.
+    run_id = submit_one_run(stack, "train", "--regime", "scratch", "--set", "epochs=12")
     db = stack.db()
     wait_for(
         lambda: run_state(db, run_id)["last_epoch"] >= 1,
@@ -159,7 +161,7 @@ def test_a_reused_process_that_dies_takes_down_only_itself_and_the_run_is_recove
     state = ended(stack, run_id)
     assert state["status"] == "succeeded", state["error"]
     assert state["attempts"] == 2  # recovered by the lease, resumed from its checkpoint
-    assert state["epochs"] == [1, 2, 3, 4]
+    assert state["epochs"] == list(range(1, 13))
     assert w1.poll() is None  # the worker itself lives on
     after = environment(stack, run_id)
     # A new process: the recovered attempt is its first task, or its second where the message that came
